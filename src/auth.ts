@@ -1,0 +1,54 @@
+import type { MiddlewareHandler } from "hono";
+import { bearerAuth } from "hono/bearer-auth";
+import { GatewayError } from "./errors";
+import type { AppEnv } from "./types";
+
+/** `key:<sha256 hex>` in GATEWAY_KV. See the README's KV layout. */
+export interface ApiKeyRecord {
+  id: string;
+  org: string;
+  user: string;
+  group: string;
+  name?: string;
+  created_at: string;
+  revoked_at?: string;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** SHA-256 hex of the whole key: the only form in which a key is ever stored or looked up. */
+export async function hashKey(key: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)));
+  let hex = "";
+  for (const byte of digest) hex += HEX[byte];
+  return hex;
+}
+
+async function findKey(kv: KVNamespace, key: string): Promise<ApiKeyRecord | null> {
+  const record = await kv.get<ApiKeyRecord>(`key:${await hashKey(key)}`, "json");
+  return record && !record.revoked_at ? record : null;
+}
+
+// Every cause (no header, malformed header, unknown or revoked key) gets the same 401.
+const deny = (): never => {
+  throw new GatewayError("unauthorized");
+};
+
+/**
+ * Authenticates `Authorization: Bearer <key>` against GATEWAY_KV and leaves the key's record in
+ * `c.var.apiKey`.
+ */
+export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
+  return bearerAuth<AppEnv>({
+    noAuthenticationHeader: { message: deny },
+    invalidAuthenticationHeader: { message: deny },
+    invalidToken: { message: deny },
+    verifyToken: async (token, c) => {
+      const record = await findKey(c.env.GATEWAY_KV, token);
+      if (!record) return false;
+      c.set("apiKey", record);
+      Object.assign(c.var.log, { org: record.org, user: record.user, key_id: record.id });
+      return true;
+    },
+  });
+}

@@ -1,0 +1,108 @@
+import type { Context } from "hono";
+import type { AppEnv } from "./types";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+/**
+ * Every error the gateway itself answers with, and its public status and type.
+ * Internal causes map onto these codes; nothing else reaches a caller.
+ */
+const CATALOG = {
+  not_found: [404, "invalid_request_error"],
+  method_not_allowed: [405, "invalid_request_error"],
+  unauthorized: [401, "invalid_request_error"],
+  request_too_large: [413, "invalid_request_error"],
+  invalid_body: [400, "invalid_request_error"],
+  model_not_found: [400, "invalid_request_error"],
+  model_access_denied: [403, "permission_error"],
+  rate_limit_exceeded: [429, "rate_limit_error"],
+  upstream_empty_body: [502, "server_error"],
+  upstream_unavailable: [502, "server_error"],
+  upstream_timeout: [504, "server_error"],
+  internal_error: [500, "server_error"],
+} as const satisfies Record<string, readonly [ContentfulStatusCode, string]>;
+
+export type ErrorCode = keyof typeof CATALOG;
+
+const DEFAULT_MESSAGES: Record<ErrorCode, string> = {
+  not_found: "Not found.",
+  method_not_allowed: "Method not allowed.",
+  unauthorized: "Unauthorized",
+  request_too_large: "Request body is too large.",
+  invalid_body: "Request body is invalid.",
+  model_not_found: "Model not found.",
+  model_access_denied: "This API key may not use this model.",
+  rate_limit_exceeded: "Rate limit exceeded.",
+  upstream_empty_body: "The upstream returned an empty response body.",
+  upstream_unavailable: "The upstream could not be reached.",
+  upstream_timeout: "The upstream did not respond in time.",
+  internal_error: "An unexpected error occurred in the gateway.",
+};
+
+export interface GatewayErrorOptions {
+  param?: string | null;
+  headers?: Record<string, string>;
+}
+
+/**
+ * The one error type pipeline steps throw. `app.onError` renders it with {@link errorResponse}.
+ *
+ * @example
+ * throw new GatewayError("model_not_found", `Model '${id}' not found.`);
+ */
+export class GatewayError extends Error {
+  override readonly name = "GatewayError";
+  readonly status: ContentfulStatusCode;
+  readonly type: string;
+  readonly param: string | null;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string = DEFAULT_MESSAGES[code],
+    options: GatewayErrorOptions = {},
+  ) {
+    super(message);
+    [this.status, this.type] = CATALOG[code];
+    this.param = options.param ?? null;
+    this.headers = options.headers ?? {};
+  }
+}
+
+/** Maps anything thrown inside the pipeline to the error the caller sees. */
+function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  // Hono's own middleware (bearer auth, body limit) throw HTTPException; their statuses have
+  // our meaning, but never their bodies.
+  if (err instanceof HTTPException) {
+    if (err.status === 401) return new GatewayError("unauthorized");
+    if (err.status === 413) return new GatewayError("request_too_large");
+  }
+  return new GatewayError("internal_error");
+}
+
+/**
+ * Builds every error response of the gateway: the typed envelope with all four keys, or the
+ * plain `{"error":"Unauthorized"}` that the contract requires for API-key failures.
+ */
+function errorResponse(c: Context, err: GatewayError): Response {
+  c.header("cache-control", "no-store");
+  for (const [name, value] of Object.entries(err.headers)) c.header(name, value);
+  if (err.code === "unauthorized") return c.json({ error: "Unauthorized" }, 401);
+  return c.json(
+    { error: { message: err.message, type: err.type, param: err.param, code: err.code } },
+    err.status,
+  );
+}
+
+/**
+ * The app's error handler: whatever a pipeline step threw becomes the contract's error response,
+ * and the log line records its code (and, for a bug, only the error's name: its message may quote
+ * caller data).
+ */
+export function handleError(err: unknown, c: Context<AppEnv>): Response {
+  const error = toGatewayError(err);
+  c.var.log.code = error.code;
+  if (error.code === "internal_error") c.var.log.error = err instanceof Error ? err.name : typeof err;
+  return errorResponse(c, error);
+}

@@ -1,0 +1,106 @@
+import { DurableObject } from "cloudflare:workers";
+import type { MiddlewareHandler } from "hono";
+import { readConfig } from "./config";
+import { GatewayError } from "./errors";
+import type { AppEnv, Env } from "./types";
+
+const WINDOW_MS = 60_000;
+
+/** `org:<id>` in GATEWAY_KV; a missing field falls back to DEFAULT_ORG_RPM / DEFAULT_USER_RPM. */
+export interface OrgRecord {
+  requests_per_minute?: number;
+  user_requests_per_minute?: number;
+}
+
+export type Admission =
+  | { admitted: true }
+  | { admitted: false; scope: "org" | "user"; limit: number; retryAfterMs: number };
+
+/**
+ * One instance per org counts the org and all of its users, so a request is admitted against
+ * both limits in one atomic call and a rejected one consumes nothing.
+ *
+ * Each scope keeps a sliding log of admission times: at most `limit` admissions in any 60 s.
+ * The log lives in SQLite so a restart loses no counts; memory holds the same log for speed.
+ */
+export class RateLimiter extends DurableObject<Env> {
+  private readonly logs = new Map<string, number[]>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => {
+      const sql = ctx.storage.sql;
+      sql.exec("CREATE TABLE IF NOT EXISTS admissions (scope TEXT NOT NULL, at INTEGER NOT NULL)");
+      sql.exec("CREATE INDEX IF NOT EXISTS admissions_at ON admissions (at)");
+      sql.exec("DELETE FROM admissions WHERE at <= ?", Date.now() - WINDOW_MS);
+      for (const row of sql.exec<{ scope: string; at: number }>("SELECT scope, at FROM admissions ORDER BY at")) {
+        this.recent(row.scope, 0).push(row.at);
+      }
+    });
+  }
+
+  /** The scope's admissions inside the window ending at `now`, oldest first. */
+  private recent(scope: string, now: number): number[] {
+    let log = this.logs.get(scope);
+    if (!log) this.logs.set(scope, (log = []));
+    let expired = 0;
+    while (expired < log.length && log[expired]! <= now - WINDOW_MS) expired++;
+    if (expired) log.splice(0, expired);
+    return log;
+  }
+
+  /** Milliseconds until the scope has room, or 0 if it has room now. */
+  private waitFor(log: number[], limit: number, now: number): number {
+    if (log.length < limit) return 0;
+    // The admission that must expire before one more fits.
+    return log[log.length - limit]! + WINDOW_MS - now;
+  }
+
+  /** Admits one request of `user` in this org if both scopes have room, and records it. */
+  admit(user: string, orgLimit: number, userLimit: number): Admission {
+    const now = Date.now();
+    const orgLog = this.recent("org", now);
+    const userScope = `user:${user}`;
+    const userLog = this.recent(userScope, now);
+    const orgWait = this.waitFor(orgLog, orgLimit, now);
+    const userWait = this.waitFor(userLog, userLimit, now);
+    if (orgWait || userWait) {
+      const scope = orgWait >= userWait ? "org" : "user";
+      const limit = scope === "org" ? orgLimit : userLimit;
+      return { admitted: false, scope, limit, retryAfterMs: Math.max(orgWait, userWait) };
+    }
+    orgLog.push(now);
+    userLog.push(now);
+    const sql = this.ctx.storage.sql;
+    sql.exec("INSERT INTO admissions (scope, at) VALUES ('org', ?), (?, ?)", now, userScope, now);
+    sql.exec("DELETE FROM admissions WHERE at <= ?", now - WINDOW_MS);
+    return { admitted: true };
+  }
+}
+
+/** Step 6: the org and user limits, counted in the org's RateLimiter. */
+export function rateLimit(): MiddlewareHandler<AppEnv> {
+  return async function rateLimit(c, next) {
+    const { org, user } = c.var.apiKey;
+    const config = readConfig(c.env);
+    const limits = await c.env.GATEWAY_KV.get<OrgRecord>(`org:${org}`, "json");
+    const limiter = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(org));
+    const admission = await limiter.admit(
+      user,
+      limits?.requests_per_minute ?? config.defaultOrgRpm,
+      limits?.user_requests_per_minute ?? config.defaultUserRpm,
+    );
+    if (!admission.admitted) {
+      const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));
+      const who = admission.scope === "org" ? "organization" : "user";
+      const message = `Rate limit reached for this ${who}: ${admission.limit} requests per minute.`;
+      throw new GatewayError("rate_limit_exceeded", message, {
+        headers: {
+          "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
+          "retry-after-ms": String(retryAfterMs),
+        },
+      });
+    }
+    await next();
+  };
+}

@@ -1,0 +1,38 @@
+import type { RequestIdVariables } from "hono/request-id";
+import type { RateLimiter } from "./rate-limiter";
+import type { LogFields } from "./log";
+import type { ApiKeyRecord } from "./auth";
+import type { ModelRecord } from "./catalog";
+
+/** Bindings from wrangler.toml: `[vars]` arrive as strings, secrets may be absent. */
+export interface Env {
+  GATEWAY_KV: KVNamespace;
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  UPSTREAM_BASE_URL: string;
+  DEFAULT_ORG_RPM?: string;
+  DEFAULT_USER_RPM?: string;
+  MAX_BODY_BYTES?: string;
+  UPSTREAM_TIMEOUT_MS?: string;
+  STREAM_IDLE_TIMEOUT_MS?: string;
+  UPSTREAM_API_KEY?: string;
+  ADMIN_TOKEN?: string;
+}
+
+/** The fields of a request body the gateway itself interprets; the rest passes through. */
+export interface GatewayBody {
+  model: string;
+  stream?: boolean | null;
+  [field: string]: unknown;
+}
+
+/** What each pipeline step leaves for the next one. */
+export interface Variables extends RequestIdVariables {
+  log: LogFields;
+  apiKey: ApiKeyRecord;
+  body: GatewayBody;
+  /** The body exactly as the caller sent it, forwarded when nothing is renamed. */
+  rawBody: ArrayBuffer;
+  model: ModelRecord;
+}
+
+export type AppEnv = { Bindings: Env; Variables: Variables };

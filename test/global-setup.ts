@@ -1,0 +1,17 @@
+import type { TestProject } from "vitest/node";
+import { startMockUpstream } from "./mock-upstream.mjs";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    upstreamBaseUrl: string;
+  }
+}
+
+/** Starts the mock upstream once for the whole run and hands its address to the Worker. */
+export default async function setup(project: TestProject) {
+  const upstream = await startMockUpstream();
+  project.provide("upstreamBaseUrl", upstream.baseUrl);
+  return async () => {
+    await upstream.close();
+  };
+}

@@ -1,0 +1,125 @@
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env, exports } from "cloudflare:workers";
+import OpenAI from "openai";
+import { expect } from "vitest";
+import { hashKey } from "../src/auth";
+import worker from "../src/index";
+import type { Env } from "../src/types";
+
+export const GATEWAY = "https://gateway.test";
+
+let counter = 0;
+/** A name no other test uses, so each test has its own org, Durable Object and KV records. */
+export const unique = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${(counter++).toString(36)}`;
+
+export interface Tenant {
+  key: string;
+  keyId: string;
+  org: string;
+  user: string;
+  group: string;
+  model: string;
+}
+
+/**
+ * Writes an org, a group granting `models`, the models and an API key into GATEWAY_KV, exactly
+ * in the documented layout.
+ */
+export async function seedTenant(
+  options: {
+    models?: Record<string, { display_name?: string; upstream_model?: string }>;
+    grants?: string[];
+    orgLimits?: { requests_per_minute?: number; user_requests_per_minute?: number };
+    org?: string;
+    revoked?: boolean;
+  } = {},
+): Promise<Tenant> {
+  const org = options.org ?? unique("org");
+  const user = unique("user");
+  const group = unique("group");
+  const models = options.models ?? { [unique("model")]: {} };
+  const model = Object.keys(models)[0]!;
+  const key = `sk-gw-${crypto.randomUUID().replaceAll("-", "")}`;
+  const keyId = unique("key");
+  for (const [id, record] of Object.entries(models)) await env.GATEWAY_KV.put(`model:${id}`, JSON.stringify(record));
+  await env.GATEWAY_KV.put(`group:${group}`, JSON.stringify({ models: options.grants ?? Object.keys(models) }));
+  await env.GATEWAY_KV.put(
+    `org:${org}`,
+    JSON.stringify(options.orgLimits ?? { requests_per_minute: 1000, user_requests_per_minute: 1000 }),
+  );
+  const hash = await hashKey(key);
+  const record = {
+    id: keyId,
+    org,
+    user,
+    group,
+    created_at: new Date().toISOString(),
+    ...(options.revoked ? { revoked_at: new Date().toISOString() } : {}),
+  };
+  await env.GATEWAY_KV.put(`key:${hash}`, JSON.stringify(record));
+  await env.GATEWAY_KV.put(`keyid:${keyId}`, JSON.stringify({ hash }));
+  return { key, keyId, org, user, group, model };
+}
+
+/** A request to the Worker over its HTTP surface. */
+export function gateway(path: string, init: RequestInit = {}): Promise<Response> {
+  return exports.default.fetch(new Request(GATEWAY + path, init));
+}
+
+/** The same Worker with some vars overridden, as `wrangler dev --var` would. */
+export async function gatewayWith(vars: Partial<Env>, path: string, init: RequestInit = {}): Promise<Response> {
+  const ctx = createExecutionContext();
+  const response = await worker.fetch(new Request(GATEWAY + path, init), { ...env, ...vars } as Env, ctx);
+  await waitOnExecutionContext(ctx);
+  return response;
+}
+
+export interface ChatRequestOptions {
+  key?: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+/** POST /v1/chat/completions with a JSON body and the tenant's key. */
+export function chat(tenant: Tenant, body: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+  return gateway("/v1/chat/completions", {
+    method: "POST",
+    headers: { authorization: `Bearer ${tenant.key}`, "content-type": "application/json", ...headers },
+    body: JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }], ...body }),
+  });
+}
+
+/** The stock `openai` client pointed at the Worker. */
+export function openai(key: string, options: { maxRetries?: number } = {}): OpenAI {
+  return new OpenAI({
+    apiKey: key,
+    baseURL: `${GATEWAY}/v1`,
+    maxRetries: options.maxRetries ?? 0,
+    fetch: (url, init) => exports.default.fetch(new Request(url, init)),
+  });
+}
+
+const MOCK = env.UPSTREAM_BASE_URL.replace(/\/v1$/, "");
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+  request_id: string | null;
+}
+
+/** What the mock upstream received for requests carrying this `x-request-id`. */
+export async function upstreamRequests(requestId: string): Promise<RecordedRequest[]> {
+  const response = await fetch(`${MOCK}/__mock/requests?request_id=${encodeURIComponent(requestId)}`);
+  return response.json();
+}
+
+export async function mockStats(): Promise<{ aborted: string[]; completed: string[]; open_connections: number }> {
+  return (await fetch(`${MOCK}/__mock/stats`)).json();
+}
+
+/** The envelope every gateway error uses, for `toEqual`. */
+export const envelope = (type: string, code: string, param: string | null = null) => ({
+  error: { message: expect.any(String), type, param, code },
+});

@@ -1,0 +1,23 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  plugins: [
+    cloudflareTest(({ inject }) => ({
+      wrangler: { configPath: "./wrangler.toml" },
+      miniflare: {
+        bindings: {
+          // The real local mock upstream that test/global-setup.ts starts.
+          UPSTREAM_BASE_URL: inject<string>("upstreamBaseUrl"),
+          UPSTREAM_API_KEY: "sk-upstream-test-secret",
+          UPSTREAM_TIMEOUT_MS: "1500",
+          STREAM_IDLE_TIMEOUT_MS: "1000",
+        },
+      },
+    })),
+  ],
+  test: {
+    globalSetup: ["./test/global-setup.ts"],
+    testTimeout: 20_000,
+  },
+});
