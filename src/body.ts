@@ -34,13 +34,25 @@ function paramOf(issue: v.BaseIssue<unknown>): string | null {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
-function parseJson(bytes: ArrayBuffer): unknown {
+function parseJsonObject(bytes: ArrayBuffer): Record<string, unknown> {
+  let json: unknown;
   try {
-    return JSON.parse(utf8.decode(bytes));
+    json = JSON.parse(utf8.decode(bytes));
   } catch {
     // The parser's own message quotes the body; the caller gets a plain reason instead.
     throw new GatewayError("invalid_body", "The request body is not valid JSON.");
   }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new GatewayError("invalid_body", "The request body must be a JSON object.");
+  }
+  return json as Record<string, unknown>;
+}
+
+function describeIssue(issue: v.BaseIssue<unknown>, param: string | null): string {
+  if (!param) return `Invalid body: ${issue.message}.`;
+  // valibot reports a missing key with the enclosing object's message; say what is missing.
+  if (issue.input === undefined) return `Missing required parameter '${param}'.`;
+  return `Invalid '${param}': ${issue.message}.`;
 }
 
 /**
@@ -50,13 +62,11 @@ function parseJson(bytes: ArrayBuffer): unknown {
 export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
   return async function jsonBody(c, next) {
     const raw = await c.req.arrayBuffer();
-    const result = v.safeParse(schema, parseJson(raw), { abortEarly: true });
+    const result = v.safeParse(schema, parseJsonObject(raw), { abortEarly: true });
     if (!result.success) {
       const issue = result.issues[0];
       const param = paramOf(issue);
-      throw new GatewayError("invalid_body", param ? `Invalid '${param}': ${issue.message}.` : `Invalid body: ${issue.message}.`, {
-        param,
-      });
+      throw new GatewayError("invalid_body", describeIssue(issue, param), { param });
     }
     c.set("rawBody", raw);
     c.set("body", result.output as GatewayBody);

@@ -61,7 +61,6 @@ export const chatCompletionBody = v.looseObject(
       ),
     ),
   },
-  "the body must be a JSON object",
 );
 
 export const responsesBody = v.looseObject(
@@ -70,7 +69,6 @@ export const responsesBody = v.looseObject(
     input: v.optional(v.union([v.string(), v.array(v.unknown())], "input must be a string or an array")),
     stream,
   },
-  "the body must be a JSON object",
 );
 
 export type BodySchema = typeof chatCompletionBody | typeof responsesBody;
