@@ -19,5 +19,7 @@ export default defineConfig({
   test: {
     globalSetup: ["./test/global-setup.ts"],
     testTimeout: 20_000,
+    // Every request writes a log line; show them only for failing tests.
+    silent: "passed-only",
   },
 });

@@ -1,0 +1,94 @@
+import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
+import { chat, gateway, seedTenant, unique } from "./helpers";
+
+const FIELDS = [
+  "request_id",
+  "route",
+  "status",
+  "code",
+  "org",
+  "user",
+  "key_id",
+  "model",
+  "upstream_status",
+  "stream_outcome",
+  "duration_ms",
+  "ttfb_ms",
+].sort();
+
+let log: MockInstance<typeof console.log>;
+beforeEach(() => {
+  log = vi.spyOn(console, "log");
+});
+afterEach(() => {
+  log.mockRestore();
+});
+
+/** The JSON lines the Worker wrote for `requestId`. */
+function linesFor(requestId: string): Array<Record<string, unknown>> {
+  return log.mock.calls
+    .map((args) => JSON.parse(String(args[0])) as Record<string, unknown>)
+    .filter((line) => line.request_id === requestId);
+}
+
+describe("log line", () => {
+  it("writes one line with every documented field for a proxied request", async () => {
+    const tenant = await seedTenant();
+    const id = unique("log");
+    const prompt = `secret prompt ${unique("p")}`;
+    const response = await chat(tenant, { messages: [{ role: "user", content: prompt }] }, { "x-request-id": id });
+    const completion = await response.text();
+    const lines = linesFor(id);
+    expect(lines).toHaveLength(1);
+    const line = lines[0]!;
+    expect(Object.keys(line).sort()).toEqual(FIELDS);
+    expect(line).toMatchObject({
+      request_id: id,
+      route: "POST /v1/chat/completions",
+      status: 200,
+      code: null,
+      org: tenant.org,
+      user: tenant.user,
+      key_id: tenant.keyId,
+      model: tenant.model,
+      upstream_status: 200,
+      stream_outcome: null,
+    });
+    expect(line.duration_ms).toEqual(expect.any(Number));
+    expect(line.ttfb_ms).toEqual(expect.any(Number));
+    const text = JSON.stringify(line);
+    expect(text).not.toContain(tenant.key);
+    expect(text).not.toContain(prompt);
+    expect(text).not.toContain(JSON.parse(completion).choices[0].message.content);
+  });
+
+  it("records the error code of a rejected request and nothing of its credentials", async () => {
+    const id = unique("log");
+    const key = `sk-gw-${unique("unknown")}`;
+    await gateway("/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "x-request-id": id },
+      body: "{}",
+    });
+    const [line] = linesFor(id);
+    expect(line).toMatchObject({ status: 401, code: "unauthorized", org: null, key_id: null });
+    expect(JSON.stringify(line)).not.toContain(key);
+  });
+
+  it("records the route pattern, not a caller's path", async () => {
+    const id = unique("log");
+    await gateway("/v1/sk-gw-leaked-in-a-path", { headers: { "x-request-id": id } });
+    const [line] = linesFor(id);
+    expect(line).toMatchObject({ status: 404, code: "not_found" });
+    expect(JSON.stringify(line)).not.toContain("leaked");
+  });
+
+  it("does not quote an invalid body", async () => {
+    const tenant = await seedTenant();
+    const id = unique("log");
+    await chat(tenant, { messages: "confidential words" }, { "x-request-id": id });
+    const [line] = linesFor(id);
+    expect(line).toMatchObject({ status: 400, code: "invalid_body" });
+    expect(JSON.stringify(line)).not.toContain("confidential");
+  });
+});

@@ -1,0 +1,597 @@
+// Self-check for test/mock-upstream.mjs: exercises every route and cue.
+// Run: node test/mock-upstream.selfcheck.mjs   (exit code 0 = all PASS)
+
+import http from "node:http";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { startMockUpstream, chatStreamBytes, chatStreamEvents } from "./mock-upstream.mjs";
+
+const results = [];
+let mock;
+
+async function check(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    results.push(true);
+    console.log(`PASS ${name} (${Date.now() - started} ms)`);
+  } catch (err) {
+    results.push(false);
+    console.log(`FAIL ${name}: ${err?.stack ?? err}`);
+  }
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+function eq(actual, expected, msg) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${msg}: expected ${e}, got ${a}`);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let ridCounter = 0;
+const newRid = (tag) => `rid-${tag}-${++ridCounter}`;
+
+/**
+ * One request on a fresh connection, via node:http, collecting everything:
+ * status, headers, body bytes, number of reads, and how it ended.
+ */
+function raw(path, { method = "POST", body, headers = {}, abortAfterMs, pauseMs } = {}) {
+  return new Promise((resolve) => {
+    const out = { status: null, headers: null, bytes: Buffer.alloc(0), reads: 0, error: null, ended: false };
+    const chunks = [];
+    const payload = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
+    const req = http.request(`${mock.url}${path}`, {
+      method,
+      agent: false,
+      headers: { ...(payload !== undefined ? { "content-type": "application/json" } : {}), ...headers },
+    });
+    let settled = false;
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      out.bytes = Buffer.concat(chunks);
+      resolve(out);
+    };
+    if (abortAfterMs !== undefined) {
+      setTimeout(() => {
+        out.error ??= "client-aborted";
+        req.destroy();
+        finish();
+      }, abortAfterMs);
+    }
+    req.on("error", (err) => {
+      out.error ??= err.code ?? err.message;
+      finish();
+    });
+    req.on("response", (res) => {
+      out.status = res.statusCode;
+      out.headers = res.headers;
+      if (pauseMs) {
+        res.pause();
+        setTimeout(() => res.resume(), pauseMs);
+      }
+      res.on("data", (c) => {
+        out.reads++;
+        chunks.push(c);
+      });
+      res.on("end", () => {
+        out.ended = true;
+        finish();
+      });
+      res.on("error", (err) => {
+        out.error ??= err.code ?? err.message;
+        finish();
+      });
+      res.on("close", () => {
+        if (!out.ended) out.error ??= "closed-before-end";
+        finish();
+      });
+    });
+    req.end(payload);
+  });
+}
+
+const chat = (body, opts = {}) => raw("/v1/chat/completions", { body, ...opts });
+const stats = async () => (await fetch(`${mock.url}/__mock/stats`)).json();
+
+async function waitFor(predicate, timeoutMs = 2000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await predicate()) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
+const parseEvents = (text) =>
+  text
+    .split(/\r\n\r\n|\n\n|\r\r/)
+    .filter(Boolean)
+    .map((e) => e.replace(/^data: /, ""));
+
+function assertStream(out, body, msg = "stream") {
+  eq(out.status, 200, `${msg} status`);
+  eq(out.headers["content-type"], "text/event-stream", `${msg} content-type`);
+  eq(out.headers["cache-control"], "no-cache", `${msg} cache-control`);
+  assert(out.ended && !out.error, `${msg} should end cleanly, error=${out.error}`);
+  const expected = chatStreamBytes(body);
+  assert(out.bytes.equals(expected), `${msg}: bytes differ from chatStreamBytes (got ${out.bytes.length}, want ${expected.length})`);
+}
+
+// ---------------------------------------------------------------------------
+
+mock = await startMockUpstream();
+console.log(`mock at ${mock.url} (baseUrl ${mock.baseUrl})`);
+
+await check("startMockUpstream API shape", async () => {
+  assert(Number.isInteger(mock.port) && mock.port > 0, "port");
+  eq(mock.url, `http://127.0.0.1:${mock.port}`, "url");
+  eq(mock.baseUrl, `${mock.url}/v1`, "baseUrl");
+  assert(typeof mock.close === "function", "close");
+});
+
+await check("non-stream default completion", async () => {
+  const res = await fetch(`${mock.baseUrl}/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model: "m-1", messages: [{ role: "user", content: "hi there you" }] }),
+  });
+  eq(res.status, 200, "status");
+  eq(res.headers.get("content-type"), "application/json", "content-type");
+  const j = await res.json();
+  assert(/^chatcmpl-mock-\d+$/.test(j.id), `id ${j.id}`);
+  eq(j.object, "chat.completion", "object");
+  assert(Number.isInteger(j.created) && Math.abs(j.created - Date.now() / 1000) < 5, "created");
+  eq(j.model, "m-1", "model");
+  eq(j.choices[0].message, { role: "assistant", content: "Hello from the mock upstream." }, "message");
+  eq(j.choices[0].finish_reason, "stop", "finish_reason");
+  eq(j.usage, { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 }, "usage");
+});
+
+await check("non-stream mock.reply", async () => {
+  const out = await chat({ model: "m", messages: [], mock: { reply: "héllo wörld 🙂" } });
+  eq(JSON.parse(out.bytes).choices[0].message.content, "héllo wörld 🙂", "content");
+});
+
+await check("stream default: bytes == chatStreamBytes, event shapes", async () => {
+  const body = { model: "m-s", stream: true, messages: [{ role: "user", content: "x" }] };
+  const out = await chat(body);
+  assertStream(out, body);
+  const events = parseEvents(out.bytes.toString());
+  eq(events.at(-1), "[DONE]", "last event");
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+  assert(chunks.every((c) => c.object === "chat.completion.chunk" && c.model === "m-s"), "chunk object/model");
+  eq(chunks[0].choices[0].delta, { role: "assistant", content: "" }, "first delta");
+  const text = chunks.slice(1, -1).map((c) => c.choices[0].delta.content).join("");
+  eq(text, "Hello from the mock upstream.", "content joins to reply");
+  eq(chunks.length - 2, 5, "one chunk per word");
+  eq(chunks.at(-1).choices[0], { index: 0, delta: {}, logprobs: null, finish_reason: "stop" }, "final chunk");
+  eq(chatStreamEvents(body).join(""), out.bytes.toString(), "chatStreamEvents joins to the bytes");
+});
+
+await check("stream include_usage: usage chunk with choices []", async () => {
+  const body = { model: "m", stream: true, stream_options: { include_usage: true }, messages: [{ role: "user", content: "a b" }] };
+  const out = await chat(body);
+  assertStream(out, body);
+  const events = parseEvents(out.bytes.toString());
+  const usage = JSON.parse(events.at(-2));
+  eq(usage.choices, [], "choices");
+  eq(usage.usage, { prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 }, "usage");
+});
+
+await check("stream mock.reply with multi-byte UTF-8", async () => {
+  const body = { model: "m", stream: true, mock: { reply: "héllo wörld 🙂" } };
+  const out = await chat(body);
+  assertStream(out, body);
+  const chunks = parseEvents(out.bytes.toString()).slice(1, -2).map((e) => JSON.parse(e).choices[0].delta.content);
+  eq(chunks, ["héllo ", "wörld ", "🙂"], "word pieces");
+});
+
+await check("stream mock.events: 2000 (and 20000 with a paused reader: backpressure)", async () => {
+  const body = { model: "m", stream: true, mock: { events: 2000 } };
+  const out = await chat(body);
+  assertStream(out, body);
+  const events = parseEvents(out.bytes.toString());
+  eq(events.length, 2000 + 3, "event count");
+  eq(JSON.parse(events[1]).choices[0].delta.content, "tok0 ", "first tok");
+  eq(JSON.parse(events[2000]).choices[0].delta.content, "tok1999 ", "last tok");
+  const big = { model: "m", stream: true, mock: { events: 20000 } };
+  const out2 = await chat(big, { pauseMs: 300 });
+  assertStream(out2, big, "20000 events");
+});
+
+await check("stream mock.interval_ms paces events", async () => {
+  const body = { model: "m", stream: true, mock: { events: 4, interval_ms: 40 } };
+  const t0 = Date.now();
+  const out = await chat(body);
+  const elapsed = Date.now() - t0;
+  assertStream(out, body);
+  // 7 events -> 6 gaps of 40 ms
+  assert(elapsed >= 230, `elapsed ${elapsed} ms, want >= 240ish`);
+  assert(out.reads >= 5, `events should arrive as separate reads, got ${out.reads}`);
+});
+
+await check("stream line_ending \\r\\n and \\r", async () => {
+  for (const le of ["\r\n", "\r"]) {
+    const body = { model: "m", stream: true, mock: { line_ending: le } };
+    const out = await chat(body);
+    assertStream(out, body, JSON.stringify(le));
+    const text = out.bytes.toString();
+    assert(text.endsWith(`data: [DONE]${le}${le}`), `ends with DONE${JSON.stringify(le)}`);
+    if (le === "\r") assert(!text.includes("\n"), "no \\n with \\r endings");
+    else assert(!/[^\r]\n/.test(text), "no bare \\n with \\r\\n endings");
+  }
+});
+
+await check("stream split: bytes, chunk_size 5 -> many small reads", async () => {
+  const body = { model: "m", stream: true, mock: { split: "bytes", chunk_size: 5 } };
+  const out = await chat(body);
+  assertStream(out, body);
+  const pieces = Math.ceil(chatStreamBytes(body).length / 5);
+  assert(out.reads > pieces / 3, `reads ${out.reads} for ${pieces} pieces`);
+});
+
+await check("stream error_event", async () => {
+  const body = { model: "m", stream: true, mock: { error_event: true } };
+  const out = await chat(body);
+  assertStream(out, body);
+  const text = out.bytes.toString();
+  const events = chatStreamEvents(body);
+  eq(events.length, 4, "role, 1 content, error, DONE");
+  eq(
+    events[2],
+    'event: error\ndata: {"error":{"message":"provider error","type":"server_error","param":null,"code":"provider_error"}}\n\n',
+    "error event",
+  );
+  assert(text.endsWith("data: [DONE]\n\n"), "DONE after error");
+});
+
+await check("stream reset_after_events: 2", async () => {
+  const body = { model: "m", stream: true, mock: { reset_after_events: 2 } };
+  const rid = newRid("rae");
+  const out = await chat(body, { headers: { "x-request-id": rid } });
+  eq(out.status, 200, "status");
+  assert(out.error, "client should see an error");
+  assert(!out.ended, "must not end cleanly");
+  eq(out.bytes.toString(), chatStreamEvents(body).slice(0, 2).join(""), "first 2 events");
+  assert(await waitFor(async () => (await stats()).reset.includes(rid)), "stats.reset has rid");
+  assert(!(await stats()).aborted.includes(rid), "a mock-side cut is not a client abort");
+});
+
+await check("stream reset_after_bytes: exact prefix at many offsets (incl. mid-UTF-8)", async () => {
+  const base = { model: "m", stream: true, mock: { reply: "héllo wörld 🙂" } };
+  const full = chatStreamBytes(base);
+  const emoji = full.indexOf(Buffer.from("🙂"));
+  const e = full.indexOf(Buffer.from("é"));
+  const offsets = [0, 1, 5, 6, e + 1, emoji + 1, emoji + 2, emoji + 3, full.length - 1, full.length - 7];
+  for (const n of offsets) {
+    const body = { ...base, mock: { ...base.mock, reset_after_bytes: n } };
+    const expected = chatStreamBytes(body).subarray(0, n);
+    const out = await chat(body);
+    eq(out.status, 200, `status @${n}`);
+    assert(out.error && !out.ended, `error expected @${n}`);
+    assert(out.bytes.equals(expected), `@${n}: got ${out.bytes.length} bytes ${JSON.stringify(out.bytes.toString("latin1").slice(-20))}`);
+  }
+});
+
+await check("stream end_after_bytes: exact prefix, clean end", async () => {
+  const base = { model: "m", stream: true, mock: { reply: "héllo wörld 🙂" } };
+  const emoji = chatStreamBytes(base).indexOf(Buffer.from("🙂"));
+  for (const n of [0, 10, emoji + 2]) {
+    const body = { ...base, mock: { ...base.mock, end_after_bytes: n } };
+    const out = await chat(body);
+    assert(out.ended && !out.error, `clean end @${n} (error ${out.error})`);
+    assert(out.bytes.equals(chatStreamBytes(body).subarray(0, n)), `bytes @${n}`);
+  }
+});
+
+await check("stream end_without_done", async () => {
+  const body = { model: "m", stream: true, mock: { end_without_done: true } };
+  const out = await chat(body);
+  assert(out.ended && !out.error, "clean end");
+  eq(out.bytes.toString(), chatStreamEvents(body).slice(0, -1).join(""), "all but DONE");
+  assert(!out.bytes.toString().includes("[DONE]"), "no DONE");
+});
+
+await check("stream split + reset_after_bytes combine", async () => {
+  const body = { model: "m", stream: true, mock: { split: "bytes", chunk_size: 3, reset_after_bytes: 50 } };
+  const out = await chat(body);
+  assert(out.error && !out.ended, "error");
+  assert(out.bytes.equals(chatStreamBytes(body).subarray(0, 50)), `50 bytes, got ${out.bytes.length}`);
+});
+
+await check("stream stall_after_events: 2 -> silence, client abort recorded", async () => {
+  const rid = newRid("stall");
+  const body = { model: "m", stream: true, mock: { stall_after_events: 2 } };
+  const out = await chat(body, { headers: { "x-request-id": rid }, abortAfterMs: 300 });
+  eq(out.status, 200, "status");
+  eq(out.bytes.toString(), chatStreamEvents(body).slice(0, 2).join(""), "first 2 events only");
+  eq(out.error, "client-aborted", "still open until we aborted");
+  assert(await waitFor(async () => (await stats()).aborted.includes(rid)), "stats.aborted has rid");
+});
+
+await check("hang: abort after 200 ms -> in /__mock/stats aborted", async () => {
+  const rid = newRid("hang");
+  const t0 = Date.now();
+  const out = await chat({ model: "m", mock: { hang: true } }, { headers: { "x-request-id": rid }, abortAfterMs: 200 });
+  eq(out.status, null, "no response");
+  eq(out.error, "client-aborted", "aborted by client");
+  assert(Date.now() - t0 >= 190, "waited");
+  assert(await waitFor(async () => (await stats()).aborted.includes(rid)), "stats.aborted has rid");
+});
+
+await check("hang via fetch + AbortSignal.timeout", async () => {
+  const rid = newRid("hangf");
+  const err = await fetch(`${mock.baseUrl}/chat/completions`, {
+    method: "POST",
+    headers: { "x-request-id": rid },
+    body: JSON.stringify({ model: "m", mock: { hang: true } }),
+    signal: AbortSignal.timeout(200),
+  }).then(
+    () => null,
+    (e) => e,
+  );
+  assert(err && (err.name === "TimeoutError" || err.name === "AbortError"), `expected abort, got ${err}`);
+  assert(await waitFor(async () => (await stats()).aborted.includes(rid)), "stats.aborted has rid");
+});
+
+await check("reset: true -> socket error, no response", async () => {
+  const out = await chat({ model: "m", mock: { reset: true } });
+  eq(out.status, null, "no status");
+  assert(["ECONNRESET", "socket hang up"].includes(out.error), `error ${out.error}`);
+  const viaFetch = await fetch(`${mock.baseUrl}/chat/completions`, {
+    method: "POST",
+    body: JSON.stringify({ model: "m", mock: { reset: true } }),
+  }).then(
+    () => null,
+    (e) => e,
+  );
+  assert(viaFetch instanceof TypeError, `fetch should reject, got ${viaFetch}`);
+});
+
+await check("delay_ms: 150", async () => {
+  const t0 = Date.now();
+  const out = await chat({ model: "m", mock: { delay_ms: 150 } });
+  const elapsed = Date.now() - t0;
+  eq(out.status, 200, "status");
+  assert(elapsed >= 145, `elapsed ${elapsed}`);
+});
+
+await check("status 429 + body + content_type + headers", async () => {
+  const errBody = '{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}';
+  const out = await chat({
+    model: "m",
+    mock: { status: 429, body: errBody, content_type: "application/json", headers: { "retry-after": "7" } },
+  });
+  eq(out.status, 429, "status");
+  eq(out.bytes.toString(), errBody, "body");
+  eq(out.headers["content-type"], "application/json", "content-type");
+  eq(out.headers["retry-after"], "7", "retry-after");
+});
+
+await check("status 503 text/plain (also with stream: true)", async () => {
+  for (const stream of [false, true]) {
+    const out = await chat({ model: "m", stream, mock: { status: 503, body: "upstream overloaded", content_type: "text/plain" } });
+    eq(out.status, 503, "status");
+    eq(out.bytes.toString(), "upstream overloaded", "body");
+    eq(out.headers["content-type"], "text/plain", "content-type");
+  }
+});
+
+await check("status without body -> empty body, content-length 0", async () => {
+  for (const status of [500, 200]) {
+    const out = await chat({ model: "m", mock: { status } });
+    eq(out.status, status, "status");
+    eq(out.bytes.length, 0, "empty");
+    eq(out.headers["content-length"], "0", "content-length");
+    eq(out.headers["content-type"], undefined, "no content-type");
+  }
+  const out = await chat({ model: "m", mock: { status: 200, body: "" } });
+  eq([out.status, out.bytes.length], [200, 0], "status 200 body ''");
+});
+
+await check("content_type: null omits the header", async () => {
+  const out = await chat({ model: "m", mock: { status: 502, body: "<html>bad gateway</html>", content_type: null } });
+  eq(out.status, 502, "status");
+  eq(out.headers["content-type"], undefined, "no content-type");
+  eq(out.bytes.toString(), "<html>bad gateway</html>", "body");
+});
+
+await check("redirect: 302 with location", async () => {
+  const out = await chat({ model: "m", mock: { redirect: "http://example.invalid/elsewhere" } });
+  eq(out.status, 302, "status");
+  eq(out.headers.location, "http://example.invalid/elsewhere", "location");
+  assert(out.bytes.length > 0, "small body");
+  const res = await fetch(`${mock.baseUrl}/chat/completions`, {
+    method: "POST",
+    body: JSON.stringify({ model: "m", mock: { redirect: "http://example.invalid/x" } }),
+    redirect: "manual",
+  });
+  eq(res.status, 302, "fetch manual status");
+});
+
+await check("set_cookie: set-cookie + hop-by-hop headers", async () => {
+  for (const stream of [false, true]) {
+    const out = await chat({ model: "m", stream, mock: { set_cookie: true } });
+    eq(out.status, 200, "status");
+    eq(out.headers["set-cookie"], ["session=secret"], "set-cookie");
+    eq(out.headers["keep-alive"], "timeout=5", "keep-alive");
+    eq(out.headers.connection, "keep-alive, x-secret-hop", "connection");
+    eq(out.headers["x-secret-hop"], "secret", "x-secret-hop");
+  }
+});
+
+await check("headers cue on a normal completion and a stream", async () => {
+  for (const stream of [false, true]) {
+    const out = await chat({ model: "m", stream, mock: { headers: { "x-ratelimit-remaining": "3", "X-Upper": "Y" } } });
+    eq(out.headers["x-ratelimit-remaining"], "3", "custom");
+    eq(out.headers["x-upper"], "Y", "case-insensitive");
+  }
+});
+
+await check("bad JSON -> 400 JSON; non-object -> 400", async () => {
+  for (const body of ["{not json", "[1,2]", "null"]) {
+    const out = await chat(body);
+    eq(out.status, 400, `status for ${body}`);
+    const j = JSON.parse(out.bytes);
+    eq(j.error.type, "invalid_request_error", "type");
+    eq([j.error.param, j.error.code], [null, null], "param/code");
+  }
+  const res = await fetch(`${mock.url}/v1/models`);
+  eq(res.status, 200, "server still alive");
+});
+
+await check("GET /v1/models", async () => {
+  const j = await (await fetch(`${mock.baseUrl}/models`)).json();
+  eq(j.object, "list", "object");
+  eq(j.data.map((m) => m.id), ["mock-model"], "ids");
+});
+
+await check("404 no route", async () => {
+  for (const [method, path] of [["GET", "/nope"], ["GET", "/v1/chat/completions"], ["POST", "/v1/models"]]) {
+    const res = await fetch(`${mock.url}${path}`, { method });
+    eq(res.status, 404, `${method} ${path}`);
+    eq(await res.json(), { error: { message: "mock: no route", type: "invalid_request_error", param: null, code: null } }, "body");
+  }
+});
+
+await check("/__mock/requests: record, filter, clear", async () => {
+  const del = await fetch(`${mock.url}/__mock/requests`, { method: "DELETE" });
+  eq(del.status, 204, "DELETE status");
+  eq(await del.text(), "", "DELETE body");
+  eq(await (await fetch(`${mock.url}/__mock/requests`)).json(), [], "empty after clear");
+  const rid = newRid("rec");
+  const bodyText = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], extra: 1 });
+  await fetch(`${mock.baseUrl}/chat/completions`, {
+    method: "POST",
+    headers: { "X-Request-Id": rid, Authorization: "Bearer up-key", "content-type": "application/json" },
+    body: bodyText,
+  }).then((r) => r.text());
+  await fetch(`${mock.baseUrl}/chat/completions`, { method: "POST", body: "{}" }).then((r) => r.text());
+  const all = await (await fetch(`${mock.url}/__mock/requests`)).json();
+  eq(all.length, 2, "two records");
+  eq(all[1].request_id, null, "no x-request-id -> null");
+  const mine = await (await fetch(`${mock.url}/__mock/requests?request_id=${rid}`)).json();
+  eq(mine.length, 1, "filtered");
+  const r = mine[0];
+  eq([r.method, r.path, r.body, r.request_id], ["POST", "/v1/chat/completions", bodyText, rid], "fields");
+  eq(r.headers.authorization, "Bearer up-key", "lowercased headers");
+  assert(typeof r.time === "number" && Math.abs(r.time - Date.now()) < 5000, "time");
+});
+
+await check("/__mock/requests keeps at most 1000", async () => {
+  await fetch(`${mock.url}/__mock/requests`, { method: "DELETE" });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  const get = (i) =>
+    new Promise((resolve, reject) => {
+      http
+        .get(`${mock.url}/v1/models`, { agent, headers: { "x-request-id": `bulk-${i}` } }, (res) => {
+          res.resume();
+          res.on("end", resolve);
+        })
+        .on("error", reject);
+    });
+  for (let i = 0; i < 1010; i += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, 1010 - i) }, (_, k) => get(i + k)));
+  }
+  agent.destroy();
+  const all = await (await fetch(`${mock.url}/__mock/requests`)).json();
+  eq(all.length, 1000, "bounded");
+  assert(!all.some((r) => r.request_id === "bulk-0"), "oldest dropped");
+  await fetch(`${mock.url}/__mock/requests`, { method: "DELETE" });
+});
+
+await check("/__mock/stats: completed + open_connections", async () => {
+  const rid = newRid("done");
+  await chat({ model: "m" }, { headers: { "x-request-id": rid } });
+  const s = await stats();
+  assert(s.completed.includes(rid), "completed has rid");
+  assert(!s.aborted.includes(rid), "not aborted");
+  assert(Number.isInteger(s.open_connections) && s.open_connections >= 1, `open_connections ${s.open_connections}`);
+  const hanging = chat({ model: "m", mock: { hang: true } }, { abortAfterMs: 400 });
+  await sleep(100);
+  const during = await stats();
+  assert(during.open_connections >= 2, `open while hanging: ${during.open_connections}`);
+  await hanging;
+});
+
+await check("idle keep-alive socket survives 6.5 s (keepAliveTimeout = 0)", async () => {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const get = () =>
+    new Promise((resolve, reject) => {
+      const req = http.get(`${mock.url}/v1/models`, { agent }, (res) => res.resume().on("end", () => resolve(req.reusedSocket)));
+      req.on("error", reject);
+    });
+  eq(await get(), false, "first request opens a socket");
+  await sleep(6500);
+  eq(await get(), true, "second request reuses the idle socket");
+  agent.destroy();
+});
+
+await check("pure helpers agree with each other", async () => {
+  const body = { model: "x", stream: true, stream_options: { include_usage: true }, mock: { events: 3, line_ending: "\r\n" } };
+  const events = chatStreamEvents(body);
+  assert(events.every((e) => e.endsWith("\r\n\r\n")), "each event ends with a blank line");
+  assert(chatStreamBytes(body).equals(Buffer.from(events.join(""))), "bytes == joined events");
+  assert(Buffer.isBuffer(chatStreamBytes(body)), "Buffer");
+});
+
+await check("close() is prompt with a hanging request and idle keep-alive sockets", async () => {
+  const m2 = await startMockUpstream();
+  const agent = new http.Agent({ keepAlive: true });
+  await new Promise((resolve) => http.get(`${m2.url}/v1/models`, { agent }, (res) => res.resume().on("end", resolve)));
+  const hanging = new Promise((resolve) => {
+    const req = http.request(`${m2.baseUrl}/chat/completions`, { method: "POST", agent: false });
+    req.on("error", (e) => resolve(e.code ?? e.message));
+    req.on("response", () => resolve("got a response"));
+    req.end(JSON.stringify({ model: "m", mock: { hang: true } }));
+  });
+  const stalled = new Promise((resolve) => {
+    const req = http.request(`${m2.baseUrl}/chat/completions`, { method: "POST", agent: false });
+    req.on("error", (e) => resolve(e.code ?? e.message));
+    req.on("response", (res) => {
+      res.resume();
+      res.on("error", (e) => resolve(`res error: ${e.code ?? e.message}`));
+      res.on("end", () => resolve("ended"));
+    });
+    req.end(JSON.stringify({ model: "m", stream: true, mock: { stall_after_events: 1 } }));
+  });
+  await sleep(100);
+  const t0 = Date.now();
+  await m2.close();
+  const took = Date.now() - t0;
+  assert(took < 500, `close took ${took} ms`);
+  const h = await hanging;
+  assert(h !== "got a response", `hanging client: ${h}`);
+  const s = await stalled;
+  assert(s !== "ended", `stalled client: ${s}`);
+  agent.destroy();
+  await m2.close(); // idempotent
+});
+
+await check("CLI: node test/mock-upstream.mjs --port 0 prints URL, serves, exits on SIGTERM", async () => {
+  const file = fileURLToPath(new URL("./mock-upstream.mjs", import.meta.url));
+  const child = spawn(process.execPath, [file, "--port", "0"], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  const ok = await waitFor(() => /listening on http:\/\/127\.0\.0\.1:\d+/.test(stdout), 5000);
+  assert(ok, `no banner: ${stdout}`);
+  const url = stdout.match(/http:\/\/127\.0\.0\.1:\d+/)[0];
+  eq(stdout.trim(), `mock upstream listening on ${url}`, "banner");
+  const j = await (await fetch(`${url}/v1/models`)).json();
+  eq(j.data[0].id, "mock-model", "serves");
+  const exit = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  child.kill("SIGTERM");
+  eq(await exit, { code: 0, signal: null }, "exit");
+});
+
+const t0 = Date.now();
+await mock.close();
+console.log(`closed in ${Date.now() - t0} ms`);
+
+const failed = results.filter((r) => !r).length;
+console.log(`\n${results.length - failed}/${results.length} passed${failed ? `, ${failed} FAILED` : ""}`);
+process.exit(failed ? 1 : 0);
