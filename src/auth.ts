@@ -47,7 +47,7 @@ export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
       const record = await findKey(c.env.GATEWAY_KV, token);
       if (!record) return false;
       c.set("apiKey", record);
-      Object.assign(c.var.log, { org: record.org, user: record.user, key_id: record.id });
+      Object.assign(c.var.log.fields, { org: record.org, user: record.user, key_id: record.id });
       return true;
     },
   });

@@ -70,7 +70,7 @@ export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
     }
     c.set("rawBody", raw);
     c.set("body", result.output as GatewayBody);
-    c.var.log.model = result.output.model;
+    c.var.log.fields.model = result.output.model;
     await next();
   };
 }

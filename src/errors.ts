@@ -102,7 +102,8 @@ function errorResponse(c: Context, err: GatewayError): Response {
  */
 export function handleError(err: unknown, c: Context<AppEnv>): Response {
   const error = toGatewayError(err);
-  c.var.log.code = error.code;
-  if (error.code === "internal_error") c.var.log.error = err instanceof Error ? err.name : typeof err;
+  const log = c.var.log.fields;
+  log.code = error.code;
+  if (error.code === "internal_error") log.error = err instanceof Error ? err.name : typeof err;
   return errorResponse(c, error);
 }

@@ -8,6 +8,7 @@ import { accessLog } from "./log";
 import { rateLimit } from "./rate-limiter";
 import { methodNotAllowed } from "./routing";
 import { chatCompletionBody } from "./schemas";
+import { chatDialect } from "./stream-dialects";
 import { proxy } from "./upstream";
 import type { AppEnv } from "./types";
 
@@ -28,7 +29,7 @@ app.post(
   resolveModel(),
   checkAccess(),
   rateLimit(),
-  proxy("/chat/completions"),
+  proxy("/chat/completions", chatDialect),
 );
 
 app.all("/healthz", methodNotAllowed("GET"));

@@ -20,19 +20,17 @@ export interface LogFields {
   ttfb_ms: number | null;
   /** For an internal error only: the name of what was thrown. */
   error?: string;
-  /** Set by a streaming response: resolves when the stream has ended, so the line can wait for it. */
-  streamDone?: Promise<void>;
 }
 
-/**
- * Opens the request's log record for the pipeline steps to fill in, and writes it once the
- * response (for a stream: its last byte) is done.
- */
-export function accessLog(): MiddlewareHandler<AppEnv> {
-  return async function accessLog(c, next) {
-    const started = performance.now();
-    const fields: LogFields = {
-      request_id: c.get("requestId"),
+/** A request's log record, filled in by the pipeline steps and written once at its very end. */
+export class RequestLog {
+  readonly fields: LogFields;
+  readonly #started = performance.now();
+  #streamDone: Promise<unknown> | undefined;
+
+  constructor(requestId: string) {
+    this.fields = {
+      request_id: requestId,
       route: "",
       status: 0,
       code: null,
@@ -45,18 +43,51 @@ export function accessLog(): MiddlewareHandler<AppEnv> {
       duration_ms: 0,
       ttfb_ms: null,
     };
-    c.set("log", fields);
+  }
+
+  /** Milliseconds since the request arrived. */
+  elapsed(): number {
+    return Math.round(performance.now() - this.#started);
+  }
+
+  /** Marks the first byte of the response body: for a stream, its first event. */
+  firstByte(): void {
+    this.fields.ttfb_ms ??= this.elapsed();
+  }
+
+  /** Holds the line back until a streaming body has ended. */
+  waitFor(streamDone: Promise<unknown>): void {
+    this.#streamDone = streamDone;
+  }
+
+  get streamDone(): Promise<unknown> | undefined {
+    return this.#streamDone;
+  }
+
+  write(): void {
+    this.fields.duration_ms = this.elapsed();
+    console.log(JSON.stringify(this.fields));
+  }
+}
+
+/**
+ * Opens the request's log record for the pipeline steps to fill in, and writes it once the
+ * response (for a stream: its last byte) is done.
+ */
+export function accessLog(): MiddlewareHandler<AppEnv> {
+  return async function accessLog(c, next) {
+    const log = new RequestLog(c.get("requestId"));
+    c.set("log", log);
     await next();
     // The matched route pattern, not the raw path: a caller's path is theirs and may hold anything.
-    fields.route = `${c.req.method} ${routePath(c, -1)}`;
-    fields.status = c.res.status;
-    fields.ttfb_ms ??= Math.round(performance.now() - started);
-    const write = () => {
-      fields.duration_ms = Math.round(performance.now() - started);
-      const { streamDone: _, ...line } = fields;
-      console.log(JSON.stringify(line));
-    };
-    if (fields.streamDone) c.executionCtx.waitUntil(fields.streamDone.then(write));
-    else write();
+    log.fields.route = `${c.req.method} ${routePath(c, -1)}`;
+    log.fields.status = c.res.status;
+    const streamDone = log.streamDone;
+    if (streamDone) {
+      c.executionCtx.waitUntil(streamDone.then(() => log.write()));
+    } else {
+      log.firstByte();
+      log.write();
+    }
   };
 }

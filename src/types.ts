@@ -1,6 +1,6 @@
 import type { RequestIdVariables } from "hono/request-id";
 import type { RateLimiter } from "./rate-limiter";
-import type { LogFields } from "./log";
+import type { RequestLog } from "./log";
 import type { ApiKeyRecord } from "./auth";
 import type { ModelRecord } from "./catalog";
 
@@ -27,7 +27,7 @@ export interface GatewayBody {
 
 /** What each pipeline step leaves for the next one. */
 export interface Variables extends RequestIdVariables {
-  log: LogFields;
+  log: RequestLog;
   apiKey: ApiKeyRecord;
   body: GatewayBody;
   /** The body exactly as the caller sent it, forwarded when nothing is renamed. */

@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { readConfig, type Config } from "./config";
 import { GatewayError } from "./errors";
 import { streamResponse } from "./stream";
+import type { StreamDialect } from "./stream-dialects";
 import type { AppEnv } from "./types";
 
 /** The only upstream response headers a caller sees; cookies and hop-by-hop headers never pass. */
@@ -66,7 +67,7 @@ const isEventStream = (response: Response) =>
  * Step 7: forwards the request to `UPSTREAM_BASE_URL` + `path` and returns the upstream's answer
  * under the contract: non-2xx bodies verbatim, empty bodies as 502, streams event by event.
  */
-export function proxy(path: string): MiddlewareHandler<AppEnv> {
+export function proxy(path: string, dialect: () => StreamDialect): MiddlewareHandler<AppEnv> {
   return async function proxy(c) {
     const config = readConfig(c.env);
     const abort = new AbortController();
@@ -76,10 +77,11 @@ export function proxy(path: string): MiddlewareHandler<AppEnv> {
       config.upstreamTimeoutMs,
       abort,
     );
-    c.var.log.upstream_status = upstream.status;
+    c.var.log.fields.upstream_status = upstream.status;
 
     if (upstream.ok && isEventStream(upstream) && upstream.body) {
-      return streamResponse(c, upstream as Response & { body: ReadableStream<Uint8Array> }, abort, config);
+      const body = upstream as Response & { body: ReadableStream<Uint8Array> };
+      return streamResponse(c, body, abort, config, dialect());
     }
     const body = await readAll(upstream);
     if (body.byteLength === 0) throw new GatewayError("upstream_empty_body");
