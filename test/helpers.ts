@@ -123,3 +123,8 @@ export async function mockStats(): Promise<{ aborted: string[]; completed: strin
 export const envelope = (type: string, code: string, param: string | null = null) => ({
   error: { message: expect.any(String), type, param, code },
 });
+
+/** Request params plus the mock upstream's cue, an extra body field the gateway passes through. */
+export function cued<T extends object>(params: T, mock: Record<string, unknown>): T {
+  return { ...params, mock } as T;
+}

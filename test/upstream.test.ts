@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import OpenAI, { type APIError } from "openai";
-import { chat, envelope, gatewayWith, openai, seedTenant, upstreamRequests, unique } from "./helpers";
+import { chat, cued, envelope, gatewayWith, openai, seedTenant, upstreamRequests, unique } from "./helpers";
 
 /** Tells the mock upstream how to answer this one request. */
 const cue = (mock: Record<string, unknown>) => ({ mock });
@@ -41,13 +41,10 @@ describe("upstream passthrough", () => {
 
   it("gives the openai client the upstream's own error", async () => {
     const tenant = await seedTenant();
+    const gone = '{"error":{"message":"gone","type":"invalid_request_error","param":null,"code":"model_gone"}}';
+    const params = { model: tenant.model, messages: [{ role: "user" as const, content: "x" }] };
     const error = await openai(tenant.key)
-      .chat.completions.create({
-        model: tenant.model,
-        messages: [{ role: "user", content: "x" }],
-        // @ts-expect-error: the mock's cue travels as an unknown body field.
-        mock: { status: 404, body: '{"error":{"message":"gone","type":"invalid_request_error","param":null,"code":"model_gone"}}', content_type: "application/json" },
-      })
+      .chat.completions.create(cued(params, { status: 404, body: gone, content_type: "application/json" }))
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.NotFoundError);
     expect((error as APIError).code).toBe("model_gone");
@@ -113,13 +110,9 @@ describe("upstream failures", () => {
 
   it("is an InternalServerError with the code to the openai client", async () => {
     const tenant = await seedTenant();
+    const params = { model: tenant.model, messages: [{ role: "user" as const, content: "x" }] };
     const error = await openai(tenant.key)
-      .chat.completions.create({
-        model: tenant.model,
-        messages: [{ role: "user", content: "x" }],
-        // @ts-expect-error: the mock's cue travels as an unknown body field.
-        mock: { status: 503 },
-      })
+      .chat.completions.create(cued(params, { status: 503 }))
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OpenAI.InternalServerError);
     expect((error as APIError).status).toBe(502);
