@@ -7,8 +7,8 @@ import { GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
 import { rateLimit } from "./rate-limiter";
 import { methodNotAllowed } from "./routing";
-import { chatCompletionBody } from "./schemas";
-import { chatDialect } from "./stream-dialects";
+import { chatCompletionBody, responsesBody, type BodySchema } from "./schemas";
+import { chatDialect, responsesDialect, type StreamDialect } from "./stream-dialects";
 import { proxy } from "./upstream";
 import type { AppEnv } from "./types";
 
@@ -20,20 +20,17 @@ app.use(requestId(), accessLog());
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 
-// The pipeline, in contract order: auth, body, model, access, rate limit, upstream.
-app.post(
-  "/v1/chat/completions",
-  apiKeyAuth(),
-  limitBody(),
-  jsonBody(chatCompletionBody),
-  resolveModel(),
-  checkAccess(),
-  rateLimit(),
-  proxy("/chat/completions", chatDialect),
-);
+// The pipeline, in contract order: auth, body, model, access, rate limit, upstream. Both model
+// routes run it; they differ only in their body schema, upstream path and stream conventions.
+const pipeline = (schema: BodySchema, path: string, dialect: () => StreamDialect) =>
+  [apiKeyAuth(), limitBody(), jsonBody(schema), resolveModel(), checkAccess(), rateLimit(), proxy(path, dialect)] as const;
+
+app.post("/v1/chat/completions", ...pipeline(chatCompletionBody, "/chat/completions", chatDialect));
+app.post("/v1/responses", ...pipeline(responsesBody, "/responses", responsesDialect));
 
 app.all("/healthz", methodNotAllowed("GET"));
 app.all("/v1/chat/completions", methodNotAllowed("POST"));
+app.all("/v1/responses", methodNotAllowed("POST"));
 
 app.notFound((c) => handleError(new GatewayError("not_found"), c));
 app.onError(handleError);

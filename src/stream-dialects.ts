@@ -62,3 +62,9 @@ export function chatDialect(): StreamDialect {
     interruption: () => CHAT_INTERRUPTION,
   };
 }
+
+/** Responses API: finished by `response.completed`, `response.failed` or `response.incomplete`. */
+export function responsesDialect(): StreamDialect {
+  // Until the Responses conventions land, its streams are judged like chat streams.
+  return chatDialect();
+}
