@@ -10,6 +10,7 @@ export default defineConfig({
           // The real local mock upstream that test/global-setup.ts starts.
           UPSTREAM_BASE_URL: inject<string>("upstreamBaseUrl"),
           UPSTREAM_API_KEY: "sk-upstream-test-secret",
+          ADMIN_TOKEN: "test-admin-token",
           UPSTREAM_TIMEOUT_MS: "1500",
           STREAM_IDLE_TIMEOUT_MS: "1000",
         },

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { bearerAuth } from "hono/bearer-auth";
 import { GatewayError } from "./errors";
+import { readRecord } from "./kv-cache";
 import type { AppEnv } from "./types";
 
 /** `key:<sha256 hex>` in GATEWAY_KV. See the README's KV layout. */
@@ -24,10 +25,8 @@ export async function hashKey(key: string): Promise<string> {
   return hex;
 }
 
-async function findKey(kv: KVNamespace, key: string): Promise<ApiKeyRecord | null> {
-  const record = await kv.get<ApiKeyRecord>(`key:${await hashKey(key)}`, "json");
-  return record && !record.revoked_at ? record : null;
-}
+/** The KV key under which an API key's record lives. */
+export const keyRecordKey = (hash: string) => `key:${hash}`;
 
 // Every cause (no header, malformed header, unknown or revoked key) gets the same 401.
 const deny = (): never => {
@@ -44,9 +43,11 @@ export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
     invalidAuthenticationHeader: { message: deny },
     invalidToken: { message: deny },
     verifyToken: async (token, c) => {
-      const record = await findKey(c.env.GATEWAY_KV, token);
-      if (!record) return false;
+      const hash = await hashKey(token);
+      const record = await readRecord<ApiKeyRecord>(c.env.GATEWAY_KV, keyRecordKey(hash));
+      if (!record || record.revoked_at) return false;
       c.set("apiKey", record);
+      c.set("apiKeyHash", hash);
       Object.assign(c.var.log.fields, { org: record.org, user: record.user, key_id: record.id });
       return true;
     },

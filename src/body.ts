@@ -7,13 +7,13 @@ import type { BodySchema } from "./schemas";
 import type { AppEnv, GatewayBody } from "./types";
 
 /**
- * Enforces MAX_BODY_BYTES while the body is read (a chunked body has no Content-Length to trust),
+ * Enforces `maxBytes` (default MAX_BODY_BYTES) while the body is read (a chunked body has no Content-Length to trust),
  * so an oversized body is never buffered past the limit.
  */
-export function limitBody(): MiddlewareHandler<AppEnv> {
+export function limitBody(maxBytes?: number): MiddlewareHandler<AppEnv> {
   return async function limitBody(c, next) {
     const limit = bodyLimit({
-      maxSize: readConfig(c.env).maxBodyBytes,
+      maxSize: maxBytes ?? readConfig(c.env).maxBodyBytes,
       onError: () => {
         throw new GatewayError("request_too_large", "Request body exceeds the size limit.");
       },
@@ -56,21 +56,31 @@ function describeIssue(issue: v.BaseIssue<unknown>, param: string | null): strin
 }
 
 /**
+ * Parses a JSON object body and checks it against `schema`: the first failing field becomes a
+ * 400 `invalid_body` naming it in `param`.
+ *
+ * @example
+ * const limits = parseBody(orgLimitsBody, await c.req.arrayBuffer());
+ */
+export function parseBody<S extends v.GenericSchema>(schema: S, raw: ArrayBuffer): v.InferOutput<S> {
+  const result = v.safeParse(schema, parseJsonObject(raw), { abortEarly: true });
+  if (result.success) return result.output;
+  const issue = result.issues[0];
+  const param = paramOf(issue);
+  throw new GatewayError("invalid_body", describeIssue(issue, param), { param });
+}
+
+/**
  * Parses the JSON body and checks it against `schema`, leaving the parsed body and the original
  * bytes for the next steps.
  */
 export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
   return async function jsonBody(c, next) {
     const raw = await c.req.arrayBuffer();
-    const result = v.safeParse(schema, parseJsonObject(raw), { abortEarly: true });
-    if (!result.success) {
-      const issue = result.issues[0];
-      const param = paramOf(issue);
-      throw new GatewayError("invalid_body", describeIssue(issue, param), { param });
-    }
+    const body: GatewayBody = parseBody(schema, raw);
     c.set("rawBody", raw);
-    c.set("body", result.output as GatewayBody);
-    c.var.log.fields.model = result.output.model;
+    c.set("body", body);
+    c.var.log.fields.model = body.model;
     await next();
   };
 }

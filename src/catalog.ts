@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import { GatewayError } from "./errors";
+import { readRecord } from "./kv-cache";
 import type { AppEnv } from "./types";
 
 /** `model:<id>` in GATEWAY_KV; `{}` is a valid model. */
@@ -21,9 +22,7 @@ const isStorableKey = (key: string) => new TextEncoder().encode(key).byteLength 
 export function resolveModel(): MiddlewareHandler<AppEnv> {
   return async function resolveModel(c, next) {
     const id = c.var.body.model;
-    const model = isStorableKey(`model:${id}`)
-      ? await c.env.GATEWAY_KV.get<ModelRecord>(`model:${id}`, "json")
-      : null;
+    const model = isStorableKey(`model:${id}`) ? await readRecord<ModelRecord>(c.env.GATEWAY_KV, `model:${id}`) : null;
     if (!model) throw new GatewayError("model_not_found", `Model '${id}' not found.`, { param: "model" });
     c.set("model", model);
     await next();
@@ -34,7 +33,7 @@ export function resolveModel(): MiddlewareHandler<AppEnv> {
 export function checkAccess(): MiddlewareHandler<AppEnv> {
   return async function checkAccess(c, next) {
     const id = c.var.body.model;
-    const group = await c.env.GATEWAY_KV.get<GroupRecord>(`group:${c.var.apiKey.group}`, "json");
+    const group = await readRecord<GroupRecord>(c.env.GATEWAY_KV, `group:${c.var.apiKey.group}`);
     const models = group?.models ?? [];
     if (!models.includes("*") && !models.includes(id)) {
       throw new GatewayError("model_access_denied", `This API key may not use model '${id}'.`, { param: "model" });

@@ -1,10 +1,12 @@
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
+import { admin } from "./admin";
 import { apiKeyAuth } from "./auth";
 import { jsonBody, limitBody } from "./body";
 import { checkAccess, resolveModel } from "./catalog";
 import { GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
+import { listModels } from "./models";
 import { rateLimit } from "./rate-limiter";
 import { methodNotAllowed } from "./routing";
 import { chatCompletionBody, responsesBody, type BodySchema } from "./schemas";
@@ -27,10 +29,14 @@ const pipeline = (schema: BodySchema, path: string, dialect: () => StreamDialect
 
 app.post("/v1/chat/completions", ...pipeline(chatCompletionBody, "/chat/completions", chatDialect));
 app.post("/v1/responses", ...pipeline(responsesBody, "/responses", responsesDialect));
+app.get("/v1/models", apiKeyAuth(), listModels);
+
+app.route("/admin", admin);
 
 app.all("/healthz", methodNotAllowed("GET"));
 app.all("/v1/chat/completions", methodNotAllowed("POST"));
 app.all("/v1/responses", methodNotAllowed("POST"));
+app.all("/v1/models", methodNotAllowed("GET"));
 
 app.notFound((c) => handleError(new GatewayError("not_found"), c));
 app.onError(handleError);

@@ -1,10 +1,14 @@
 import { DurableObject } from "cloudflare:workers";
 import type { MiddlewareHandler } from "hono";
+import { keyRecordKey } from "./auth";
 import { readConfig } from "./config";
 import { GatewayError } from "./errors";
+import { forgetRecord, readRecord } from "./kv-cache";
 import type { AppEnv, Env } from "./types";
 
 const WINDOW_MS = 60_000;
+// Long after KV has propagated a revocation everywhere and every isolate cache has expired.
+const REVOCATION_MEMORY_MS = 24 * 60 * 60 * 1000;
 
 /** `org:<id>` in GATEWAY_KV; a missing field falls back to DEFAULT_ORG_RPM / DEFAULT_USER_RPM. */
 export interface OrgRecord {
@@ -14,7 +18,8 @@ export interface OrgRecord {
 
 export type Admission =
   | { admitted: true }
-  | { admitted: false; scope: "org" | "user"; limit: number; retryAfterMs: number };
+  | { admitted: false; revoked: true }
+  | { admitted: false; revoked?: false; scope: "org" | "user"; limit: number; retryAfterMs: number };
 
 /**
  * One instance per org counts the org and all of its users, so a request is admitted against
@@ -22,9 +27,14 @@ export type Admission =
  *
  * Each scope keeps a sliding log of admission times: at most `limit` admissions in any 60 s.
  * The log lives in SQLite so a restart loses no counts; memory holds the same log for speed.
+ *
+ * Because every request that would reach the upstream asks this object first, it also holds the
+ * org's recent key revocations: a revoked key stops here at once, everywhere, while KV and the
+ * isolates' caches catch up.
  */
 export class RateLimiter extends DurableObject<Env> {
   private readonly logs = new Map<string, number[]>();
+  private readonly revoked = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -32,10 +42,14 @@ export class RateLimiter extends DurableObject<Env> {
       const sql = ctx.storage.sql;
       sql.exec("CREATE TABLE IF NOT EXISTS admissions (scope TEXT NOT NULL, at INTEGER NOT NULL)");
       sql.exec("CREATE INDEX IF NOT EXISTS admissions_at ON admissions (at)");
-      sql.exec("DELETE FROM admissions WHERE at <= ?", Date.now() - WINDOW_MS);
+      sql.exec("CREATE TABLE IF NOT EXISTS revocations (key_id TEXT PRIMARY KEY, at INTEGER NOT NULL)");
+      const now = Date.now();
+      sql.exec("DELETE FROM admissions WHERE at <= ?", now - WINDOW_MS);
+      sql.exec("DELETE FROM revocations WHERE at <= ?", now - REVOCATION_MEMORY_MS);
       for (const row of sql.exec<{ scope: string; at: number }>("SELECT scope, at FROM admissions ORDER BY at")) {
         this.recent(row.scope, 0).push(row.at);
       }
+      for (const row of sql.exec<{ key_id: string }>("SELECT key_id FROM revocations")) this.revoked.add(row.key_id);
     });
   }
 
@@ -56,8 +70,9 @@ export class RateLimiter extends DurableObject<Env> {
     return log[log.length - limit]! + WINDOW_MS - now;
   }
 
-  /** Admits one request of `user` in this org if both scopes have room, and records it. */
-  admit(user: string, orgLimit: number, userLimit: number): Admission {
+  /** Admits one request of `user` with key `keyId` if the key stands and both scopes have room. */
+  admit(keyId: string, user: string, orgLimit: number, userLimit: number): Admission {
+    if (this.revoked.has(keyId)) return { admitted: false, revoked: true };
     const now = Date.now();
     const orgLog = this.recent("org", now);
     const userScope = `user:${user}`;
@@ -76,31 +91,41 @@ export class RateLimiter extends DurableObject<Env> {
     sql.exec("DELETE FROM admissions WHERE at <= ?", now - WINDOW_MS);
     return { admitted: true };
   }
+
+  /** Refuses `keyId` from now on. */
+  revoke(keyId: string): void {
+    this.revoked.add(keyId);
+    this.ctx.storage.sql.exec("INSERT OR REPLACE INTO revocations (key_id, at) VALUES (?, ?)", keyId, Date.now());
+  }
 }
 
-/** Step 6: the org and user limits, counted in the org's RateLimiter. */
+/** The org's RateLimiter. */
+export const orgGate = (env: Env, org: string) => env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(org));
+
+/** Step 6: the org and user limits, counted in the org's RateLimiter, which also refuses revoked keys. */
 export function rateLimit(): MiddlewareHandler<AppEnv> {
   return async function rateLimit(c, next) {
-    const { org, user } = c.var.apiKey;
+    const { id, org, user } = c.var.apiKey;
     const config = readConfig(c.env);
-    const limits = await c.env.GATEWAY_KV.get<OrgRecord>(`org:${org}`, "json");
-    const limiter = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(org));
-    const admission = await limiter.admit(
+    const limits = await readRecord<OrgRecord>(c.env.GATEWAY_KV, `org:${org}`);
+    const admission = await orgGate(c.env, org).admit(
+      id,
       user,
       limits?.requests_per_minute ?? config.defaultOrgRpm,
       limits?.user_requests_per_minute ?? config.defaultUserRpm,
     );
-    if (!admission.admitted) {
-      const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));
-      const who = admission.scope === "org" ? "organization" : "user";
-      const message = `Rate limit reached for this ${who}: ${admission.limit} requests per minute.`;
-      throw new GatewayError("rate_limit_exceeded", message, {
-        headers: {
-          "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
-          "retry-after-ms": String(retryAfterMs),
-        },
-      });
+    if (admission.admitted) return next();
+    if (admission.revoked) {
+      forgetRecord(keyRecordKey(c.var.apiKeyHash));
+      throw new GatewayError("unauthorized");
     }
-    await next();
+    const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));
+    const who = admission.scope === "org" ? "organization" : "user";
+    throw new GatewayError("rate_limit_exceeded", `Rate limit reached for this ${who}: ${admission.limit} requests per minute.`, {
+      headers: {
+        "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
+        "retry-after-ms": String(retryAfterMs),
+      },
+    });
   };
 }

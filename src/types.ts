@@ -29,6 +29,8 @@ export interface GatewayBody {
 export interface Variables extends RequestIdVariables {
   log: RequestLog;
   apiKey: ApiKeyRecord;
+  /** SHA-256 hex of the caller's key: how its record is found, never the key itself. */
+  apiKeyHash: string;
   body: GatewayBody;
   /** The body exactly as the caller sent it, forwarded when nothing is renamed. */
   rawBody: ArrayBuffer;

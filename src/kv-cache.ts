@@ -1,0 +1,42 @@
+/**
+ * Reads of GATEWAY_KV records, kept in the isolate for at most 30 s: the contract's bound on
+ * cached reads. Every request reads its key, model, group and org; most of them repeat.
+ * Revocation does not wait for this cache: see RateLimiter.
+ */
+const TTL_MS = 30_000;
+// Enough for every key, model, group and org a busy isolate sees; bounded so it cannot grow.
+const MAX_ENTRIES = 5_000;
+
+interface Entry {
+  value: unknown;
+  expires: number;
+}
+
+const entries = new Map<string, Entry>();
+
+/**
+ * The JSON record stored under `key`, from the isolate's cache when fresh. Absent records are not
+ * cached, so a record written a moment ago is found on the next request.
+ *
+ * @example
+ * const model = await readRecord<ModelRecord>(env.GATEWAY_KV, `model:${id}`);
+ */
+export async function readRecord<T>(kv: KVNamespace, key: string): Promise<T | null> {
+  const now = Date.now();
+  const hit = entries.get(key);
+  if (hit && hit.expires > now) return hit.value as T;
+  const value = await kv.get<T>(key, "json");
+  if (value === null) {
+    entries.delete(key);
+  } else {
+    // Oldest first: a Map iterates in insertion order.
+    if (entries.size >= MAX_ENTRIES) entries.delete(entries.keys().next().value!);
+    entries.set(key, { value, expires: now + TTL_MS });
+  }
+  return value;
+}
+
+/** Drops `key` from this isolate's cache, after a write or a revocation. */
+export function forgetRecord(key: string): void {
+  entries.delete(key);
+}

@@ -1,0 +1,35 @@
+import type { Handler } from "hono";
+import type { GroupRecord, ModelRecord } from "./catalog";
+import { readRecord } from "./kv-cache";
+import type { AppEnv } from "./types";
+
+/** The ids of every model in the catalog. */
+async function catalogIds(kv: KVNamespace): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await kv.list({ prefix: "model:", cursor });
+    for (const { name } of page.keys) ids.push(name.slice("model:".length));
+    cursor = page.list_complete ? undefined : page.cursor;
+  } while (cursor);
+  return ids;
+}
+
+/**
+ * `GET /v1/models`: the OpenAI models list of exactly the catalog models the key's group may use.
+ * The catalog keeps no creation time, so `created` is 0; `display_name` is added where set.
+ */
+export const listModels: Handler<AppEnv> = async (c) => {
+  const kv = c.env.GATEWAY_KV;
+  const group = await readRecord<GroupRecord>(kv, `group:${c.var.apiKey.group}`);
+  const granted = group?.models ?? [];
+  const ids = granted.includes("*") ? await catalogIds(kv) : granted;
+  const records = await Promise.all(ids.map((id) => readRecord<ModelRecord>(kv, `model:${id}`)));
+  const data = ids.flatMap((id, i) => {
+    const record = records[i];
+    if (!record) return [];
+    const model = { id, object: "model", created: 0, owned_by: "gateway" };
+    return [record.display_name ? { ...model, display_name: record.display_name } : model];
+  });
+  return c.json({ object: "list", data });
+};

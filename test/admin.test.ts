@@ -1,0 +1,213 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { hashKey } from "../src/auth";
+import { chat, envelope, gateway, gatewayWith, seedTenant, unique } from "./helpers";
+
+const ADMIN = { authorization: "Bearer test-admin-token", "content-type": "application/json" };
+
+function adminCall(method: string, path: string, body?: unknown, headers: Record<string, string> = ADMIN) {
+  return gateway(`/admin${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+}
+
+async function expectTyped(response: Response, status: number, code: string, param: string | null = null) {
+  expect(response.status).toBe(status);
+  const body = await response.json<{ error: { message: string } }>();
+  expect(body).toEqual(envelope(expect.any(String), code, param));
+  return body.error.message;
+}
+
+/** A model and a group granting it, written through the admin API. */
+async function catalog() {
+  const model = unique("model");
+  const group = unique("group");
+  expect((await adminCall("PUT", `/models/${model}`, { display_name: "Test model" })).status).toBe(200);
+  expect((await adminCall("PUT", `/groups/${group}`, { models: [model] })).status).toBe(200);
+  return { model, group };
+}
+
+describe("admin auth", () => {
+  it("does not exist without ADMIN_TOKEN", async () => {
+    const response = await gatewayWith({ ADMIN_TOKEN: undefined }, "/admin/models", { headers: ADMIN });
+    await expectTyped(response, 404, "not_found");
+  });
+
+  for (const [cause, authorization] of [
+    ["no token", null],
+    ["a wrong token", "Bearer wrong-admin-token"],
+    ["a longer wrong token", "Bearer test-admin-token-and-more"],
+    ["an API key", "Bearer sk-gw-0000000000000000000000000000000000000000"],
+  ] as const) {
+    it(`answers the plain 401 to ${cause}`, async () => {
+      const headers: Record<string, string> = authorization ? { authorization } : {};
+      const response = await adminCall("GET", "/models", undefined, headers);
+      expect(response.status).toBe(401);
+      expect(await response.text()).toBe('{"error":"Unauthorized"}');
+    });
+  }
+
+  it("answers 404 for an unknown admin path and 405 for a wrong method", async () => {
+    await expectTyped(await adminCall("GET", "/nothing"), 404, "not_found");
+    const response = await adminCall("POST", "/models");
+    expect(response.headers.get("allow")).toBe("GET");
+    await expectTyped(response, 405, "method_not_allowed");
+  });
+});
+
+describe("admin keys", () => {
+  it("creates a key that works at once, returned once, stored only by hash", async () => {
+    const { model, group } = await catalog();
+    const org = unique("org");
+    const response = await adminCall("POST", "/keys", { org, user: "alice", group, name: "ci" });
+    expect(response.status).toBe(201);
+    const created = await response.json<{ id: string; key: string; org: string; created_at: string }>();
+    expect(created.key).toMatch(/^sk-gw-[0-9A-Za-z]{40}$/);
+    expect(created).toMatchObject({ org, user: "alice", group, name: "ci" });
+    const hash = await hashKey(created.key);
+    const stored = await env.GATEWAY_KV.get(`key:${hash}`, "json");
+    expect(stored).toEqual({ id: created.id, org, user: "alice", group, name: "ci", created_at: created.created_at });
+    expect(await env.GATEWAY_KV.get(`keyid:${created.id}`, "json")).toEqual({ hash });
+    const tenant = { key: created.key, model, org, user: "alice", group, keyId: created.id };
+    expect((await chat(tenant)).status).toBe(200);
+  });
+
+  it("lists an org's keys without the key or its hash", async () => {
+    const { group } = await catalog();
+    const org = unique("org");
+    const first = await (await adminCall("POST", "/keys", { org, user: "a", group })).json<{ id: string; key: string }>();
+    const second = await (await adminCall("POST", "/keys", { org, user: "b", group })).json<{ id: string; key: string }>();
+    await adminCall("POST", "/keys", { org: unique("other"), user: "c", group });
+    const listed = await (await adminCall("GET", `/keys?org=${org}`)).json<{ data: Array<Record<string, unknown>> }>();
+    expect(listed.data.map((k) => k.id).sort()).toEqual([first.id, second.id].sort());
+    const text = JSON.stringify(listed);
+    for (const { key } of [first, second]) {
+      expect(text).not.toContain(key);
+      expect(text).not.toContain(await hashKey(key));
+    }
+  });
+
+  it("revokes a key so that its very next request answers 401", async () => {
+    const { model, group } = await catalog();
+    const org = unique("org");
+    const created = await (await adminCall("POST", "/keys", { org, user: "u", group })).json<{ id: string; key: string }>();
+    const tenant = { key: created.key, model, org, user: "u", group, keyId: created.id };
+    expect((await chat(tenant)).status).toBe(200);
+    const revoked = await adminCall("DELETE", `/keys/${created.id}`);
+    expect(revoked.status).toBe(200);
+    expect(await revoked.json()).toMatchObject({ id: created.id, revoked_at: expect.any(String) });
+    const next = await chat(tenant);
+    expect(next.status).toBe(401);
+    expect(await next.text()).toBe('{"error":"Unauthorized"}');
+  });
+
+  it("refuses a revoked key even while KV still serves its old record", async () => {
+    const tenant = await seedTenant();
+    expect((await chat(tenant)).status).toBe(200);
+    // Revoke in the org's RateLimiter only, as if KV had not caught up in this location yet.
+    await env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(tenant.org)).revoke(tenant.keyId);
+    const response = await chat(tenant);
+    expect(response.status).toBe(401);
+    expect(await response.text()).toBe('{"error":"Unauthorized"}');
+  });
+
+  it("answers 404 for revoking an unknown key", async () => {
+    await expectTyped(await adminCall("DELETE", "/keys/key_nope"), 404, "not_found");
+  });
+
+  const bad: Array<[string, unknown, string, string | null]> = [
+    ["an unknown group", { org: "o", user: "u", group: "no-such-group" }, "group_not_found", "group"],
+    ["a missing user", { org: "o", group: "g" }, "invalid_body", "user"],
+    ["an org id with spaces", { org: "a b", user: "u", group: "g" }, "invalid_body", "org"],
+    ["an unknown field", { org: "o", user: "u", group: "g", admin: true }, "invalid_body", "admin"],
+  ];
+  for (const [what, body, code, param] of bad) {
+    it(`refuses a key with ${what}, writing nothing`, async () => {
+      const before = (await env.GATEWAY_KV.list({ prefix: "keyid:" })).keys.length;
+      await expectTyped(await adminCall("POST", "/keys", body), 400, code, param);
+      expect((await env.GATEWAY_KV.list({ prefix: "keyid:" })).keys.length).toBe(before);
+    });
+  }
+
+  it("refuses an oversized body with 413", async () => {
+    const response = await adminCall("POST", "/keys", { org: "o", user: "u", group: "g", name: "x".repeat(70_000) });
+    await expectTyped(response, 413, "request_too_large");
+  });
+});
+
+describe("admin models and groups", () => {
+  it("puts, lists and deletes models, including ids with slashes", async () => {
+    const id = `${unique("provider")}/gpt-x`;
+    const put = await adminCall("PUT", `/models/${id}`, { display_name: "GPT X", upstream_model: "gpt-x-2025" });
+    expect(await put.json()).toEqual({ id, display_name: "GPT X", upstream_model: "gpt-x-2025" });
+    expect(await env.GATEWAY_KV.get(`model:${id}`, "json")).toEqual({ display_name: "GPT X", upstream_model: "gpt-x-2025" });
+    const listed = await (await adminCall("GET", "/models")).json<{ data: Array<{ id: string }> }>();
+    expect(listed.data).toContainEqual({ id, display_name: "GPT X", upstream_model: "gpt-x-2025" });
+    expect((await adminCall("DELETE", `/models/${id}`)).status).toBe(200);
+    expect(await env.GATEWAY_KV.get(`model:${id}`)).toBeNull();
+  });
+
+  it("accepts {} as a model", async () => {
+    const id = unique("bare");
+    expect((await adminCall("PUT", `/models/${id}`, {})).status).toBe(200);
+    expect(await env.GATEWAY_KV.get(`model:${id}`, "json")).toEqual({});
+  });
+
+  it("refuses a group naming an unknown model, writing nothing", async () => {
+    const { model } = await catalog();
+    const group = unique("group");
+    await expectTyped(await adminCall("PUT", `/groups/${group}`, { models: [model, "ghost"] }), 400, "model_not_found", "models[1]");
+    expect(await env.GATEWAY_KV.get(`group:${group}`)).toBeNull();
+  });
+
+  it("refuses a group listing a model twice", async () => {
+    const { model } = await catalog();
+    await expectTyped(await adminCall("PUT", `/groups/${unique("g")}`, { models: [model, model] }), 400, "invalid_body", "models");
+  });
+
+  it('grants every model with "*"', async () => {
+    const group = unique("group");
+    expect(await (await adminCall("PUT", `/groups/${group}`, { models: ["*"] })).json()).toEqual({ id: group, models: ["*"] });
+  });
+
+  it("refuses to delete a model a group grants, or a group a key uses", async () => {
+    const { model, group } = await catalog();
+    await expectTyped(await adminCall("DELETE", `/models/${model}`), 409, "model_in_use");
+    const created = await (await adminCall("POST", "/keys", { org: unique("org"), user: "u", group })).json<{ id: string }>();
+    await expectTyped(await adminCall("DELETE", `/groups/${group}`), 409, "group_in_use");
+    await adminCall("DELETE", `/keys/${created.id}`);
+    expect((await adminCall("DELETE", `/groups/${group}`)).status).toBe(200);
+    expect((await adminCall("DELETE", `/models/${model}`)).status).toBe(200);
+  });
+
+  it("lists groups", async () => {
+    const { model, group } = await catalog();
+    const listed = await (await adminCall("GET", "/groups")).json<{ data: unknown[] }>();
+    expect(listed.data).toContainEqual({ id: group, models: [model] });
+  });
+});
+
+describe("admin orgs", () => {
+  it("puts and gets limits that the rate limiter then applies", async () => {
+    const { model, group } = await catalog();
+    const org = unique("org");
+    const put = await adminCall("PUT", `/orgs/${org}`, { requests_per_minute: 5, user_requests_per_minute: 1 });
+    expect(await put.json()).toEqual({ id: org, requests_per_minute: 5, user_requests_per_minute: 1 });
+    expect(await (await adminCall("GET", `/orgs/${org}`)).json()).toEqual({ id: org, requests_per_minute: 5, user_requests_per_minute: 1 });
+    const created = await (await adminCall("POST", "/keys", { org, user: "u", group })).json<{ id: string; key: string }>();
+    const tenant = { key: created.key, model, org, user: "u", group, keyId: created.id };
+    expect((await chat(tenant)).status).toBe(200);
+    expect((await chat(tenant)).status).toBe(429);
+  });
+
+  for (const [what, body, param] of [
+    ["a negative limit", { requests_per_minute: -1 }, "requests_per_minute"],
+    ["a zero limit", { user_requests_per_minute: 0 }, "user_requests_per_minute"],
+    ["a fractional limit", { requests_per_minute: 1.5 }, "requests_per_minute"],
+    ["a string limit", { requests_per_minute: "10" }, "requests_per_minute"],
+  ] as const) {
+    it(`refuses ${what}, writing nothing`, async () => {
+      const org = unique("org");
+      await expectTyped(await adminCall("PUT", `/orgs/${org}`, body), 400, "invalid_body", param);
+      expect(await env.GATEWAY_KV.get(`org:${org}`)).toBeNull();
+    });
+  }
+});
