@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// `npm run admin -- <command>`: manage the gateway's keys, models, groups and org limits.
+import { parseArgs } from "node:util";
+import { AdminClient, AdminError } from "./admin-client.mjs";
+
+const HELP = `Usage: npm run admin -- <command> [options]
+
+Keys
+  keys create --org ORG --user USER --group GROUP [--name NAME]
+                                    mint a key; it is shown once, here
+  keys list [--org ORG]             list keys (never the key itself)
+  keys revoke KEY_ID                revoke a key; it answers 401 from the next request on
+Models
+  models list
+  models put ID [--display-name TEXT] [--upstream-model ID]
+  models delete ID
+Groups
+  groups list
+  groups put ID --models ID,ID,...  ("*" grants every model)
+  groups delete ID
+Orgs
+  orgs get ID
+  orgs put ID [--rpm N] [--user-rpm N]
+
+Options
+  --json        print the API's JSON instead of a table
+  --help        this text
+
+Environment
+  GATEWAY_URL   the gateway's base URL (default http://localhost:8787)
+  ADMIN_TOKEN   the gateway's admin token (required)`;
+
+const OPTIONS = {
+  org: { type: "string" },
+  user: { type: "string" },
+  group: { type: "string" },
+  name: { type: "string" },
+  models: { type: "string" },
+  "display-name": { type: "string" },
+  "upstream-model": { type: "string" },
+  rpm: { type: "string" },
+  "user-rpm": { type: "string" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+};
+
+class UsageError extends Error {}
+
+/** Options the caller gave, without the undefined ones, so the API sees only what was said. */
+function defined(fields) {
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined));
+}
+
+function required(values, name) {
+  if (values[name] === undefined) throw new UsageError(`--${name} is required`);
+  return values[name];
+}
+
+function argument(positionals, index, what) {
+  const value = positionals[index];
+  if (value === undefined) throw new UsageError(`${what} is required`);
+  return value;
+}
+
+/** A number where the text is one; otherwise the text, for the API to refuse with its own message. */
+const numberOrText = (text) => (text === undefined ? undefined : text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : text);
+
+/** Each command: what to call, and how to show the answer as rows. */
+const COMMANDS = {
+  "keys create": (admin, values) =>
+    admin
+      .createKey(defined({ org: required(values, "org"), user: required(values, "user"), group: required(values, "group"), name: values.name }))
+      .then((key) => ({ json: key, rows: [key], note: "Store the key now: it is not shown again." })),
+  "keys list": (admin, values) => admin.listKeys(values.org).then((list) => ({ json: list, rows: list.data })),
+  "keys revoke": (admin, _, args) => admin.revokeKey(argument(args, 0, "KEY_ID")).then((key) => ({ json: key, rows: [key] })),
+  "models list": (admin) => admin.listModels().then((list) => ({ json: list, rows: list.data })),
+  "models put": (admin, values, args) =>
+    admin
+      .putModel(argument(args, 0, "ID"), defined({ display_name: values["display-name"], upstream_model: values["upstream-model"] }))
+      .then((model) => ({ json: model, rows: [model] })),
+  "models delete": (admin, _, args) => admin.deleteModel(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
+  "groups list": (admin) =>
+    admin.listGroups().then((list) => ({ json: list, rows: list.data.map((g) => ({ ...g, models: g.models.join(", ") })) })),
+  "groups put": (admin, values, args) => {
+    const models = required(values, "models").split(",").map((m) => m.trim()).filter(Boolean);
+    return admin.putGroup(argument(args, 0, "ID"), models).then((g) => ({ json: g, rows: [{ ...g, models: g.models.join(", ") }] }));
+  },
+  "groups delete": (admin, _, args) => admin.deleteGroup(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
+  "orgs get": (admin, _, args) => admin.getOrg(argument(args, 0, "ID")).then((org) => ({ json: org, rows: [org] })),
+  "orgs put": (admin, values, args) =>
+    admin
+      .putOrg(argument(args, 0, "ID"), defined({ requests_per_minute: numberOrText(values.rpm), user_requests_per_minute: numberOrText(values["user-rpm"]) }))
+      .then((org) => ({ json: org, rows: [org] })),
+};
+
+async function main(argv) {
+  const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  if (values.help || positionals.length === 0) {
+    console.log(HELP);
+    return 0;
+  }
+  const command = COMMANDS[positionals.slice(0, 2).join(" ")];
+  if (!command) throw new UsageError(`unknown command '${positionals.slice(0, 2).join(" ")}'`);
+  const token = process.env.ADMIN_TOKEN;
+  if (!token) throw new UsageError("ADMIN_TOKEN is not set");
+  const admin = new AdminClient(process.env.GATEWAY_URL ?? "http://localhost:8787", token);
+  const { json, rows, note } = await command(admin, values, positionals.slice(2));
+  if (values.json) {
+    console.log(JSON.stringify(json, null, 2));
+  } else {
+    if (rows.length) console.table(rows);
+    else console.log("(none)");
+    if (note) console.log(note);
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error) => {
+    if (error instanceof UsageError || error?.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" || error?.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      console.error(`error: ${error.message}\nRun 'npm run admin -- --help' for usage.`);
+      process.exit(2);
+    }
+    if (error instanceof AdminError) {
+      const detail = [error.code, error.param && `param ${error.param}`].filter(Boolean).join(", ");
+      console.error(`error: ${error.message}${detail ? ` (${detail})` : ""}`);
+      process.exit(1);
+    }
+    throw error;
+  },
+);
