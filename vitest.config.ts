@@ -2,25 +2,43 @@ import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
-  plugins: [
-    cloudflareTest(({ inject }) => ({
-      wrangler: { configPath: "./wrangler.toml" },
-      miniflare: {
-        bindings: {
-          // The real local mock upstream that test/global-setup.ts starts.
-          UPSTREAM_BASE_URL: inject<string>("upstreamBaseUrl"),
-          UPSTREAM_API_KEY: "sk-upstream-test-secret",
-          ADMIN_TOKEN: "test-admin-token",
-          UPSTREAM_TIMEOUT_MS: "1500",
-          STREAM_IDLE_TIMEOUT_MS: "1000",
-        },
-      },
-    })),
-  ],
   test: {
-    globalSetup: ["./test/global-setup.ts"],
-    testTimeout: 20_000,
     // Every request writes a log line; show them only for failing tests.
     silent: "passed-only",
+    projects: [
+      {
+        // The Worker inside workerd, driven over its HTTP surface.
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                // The real local mock upstream that test/global-setup.ts starts.
+                UPSTREAM_BASE_URL: inject<string>("upstreamBaseUrl"),
+                UPSTREAM_API_KEY: "sk-upstream-test-secret",
+                ADMIN_TOKEN: "test-admin-token",
+                UPSTREAM_TIMEOUT_MS: "1500",
+                STREAM_IDLE_TIMEOUT_MS: "1000",
+              },
+            },
+          })),
+        ],
+        test: {
+          name: "worker",
+          include: ["test/*.test.ts"],
+          globalSetup: ["./test/global-setup.ts"],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        // The built bundle under Miniflare, used from outside as operators and clients do.
+        test: {
+          name: "e2e",
+          include: ["test/e2e/*.test.ts"],
+          environment: "node",
+          testTimeout: 30_000,
+        },
+      },
+    ],
   },
 });

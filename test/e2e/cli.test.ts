@@ -1,0 +1,117 @@
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startLocalGateway } from "../../scripts/local-gateway.mjs";
+
+type LocalGateway = Awaited<ReturnType<typeof startLocalGateway>>;
+
+const CLI = join(import.meta.dirname, "..", "..", "scripts", "admin.mjs");
+
+let gateway: LocalGateway;
+beforeAll(async () => {
+  gateway = await startLocalGateway({ adminToken: "e2e-admin-token" });
+}, 60_000);
+afterAll(() => gateway?.close());
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `npm run admin -- ...args` as an operator would: a separate Node process. */
+async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [CLI, ...args], {
+      env: { ...process.env, GATEWAY_URL: gateway.url, ADMIN_TOKEN: "e2e-admin-token", ...env },
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+async function json(args: string[]) {
+  const result = await cli([...args, "--json"]);
+  expect(result.stderr).toBe("");
+  expect(result.code).toBe(0);
+  return JSON.parse(result.stdout);
+}
+
+describe("npm run admin", () => {
+  it("prints help", async () => {
+    const result = await cli(["--help"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("keys create --org ORG --user USER --group GROUP");
+  });
+
+  it("runs an operator's whole day: catalog, group, org, key, use, list, revoke", async () => {
+    expect(await json(["models", "put", "acme/model-a", "--display-name", "Model A", "--upstream-model", "mock-model"])).toEqual({
+      id: "acme/model-a",
+      display_name: "Model A",
+      upstream_model: "mock-model",
+    });
+    expect(await json(["groups", "put", "team", "--models", "acme/model-a"])).toEqual({ id: "team", models: ["acme/model-a"] });
+    expect(await json(["orgs", "put", "acme", "--rpm", "100", "--user-rpm", "10"])).toEqual({
+      id: "acme",
+      requests_per_minute: 100,
+      user_requests_per_minute: 10,
+    });
+    expect(await json(["orgs", "get", "acme"])).toMatchObject({ requests_per_minute: 100 });
+
+    const created = await json(["keys", "create", "--org", "acme", "--user", "alice", "--group", "team", "--name", "laptop"]);
+    expect(created.key).toMatch(/^sk-gw-/);
+    const call = () =>
+      fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${created.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "acme/model-a", messages: [{ role: "user", content: "hi" }] }),
+      });
+    expect((await call()).status).toBe(200);
+
+    const table = await cli(["keys", "list", "--org", "acme"]);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toContain(created.id);
+    expect(table.stdout).toContain("laptop");
+    expect(table.stdout).not.toContain(created.key);
+
+    expect((await json(["models", "list"])).data).toContainEqual({ id: "acme/model-a", display_name: "Model A", upstream_model: "mock-model" });
+    expect((await json(["groups", "list"])).data).toContainEqual({ id: "team", models: ["acme/model-a"] });
+
+    expect((await json(["keys", "revoke", created.id])).revoked_at).toEqual(expect.any(String));
+    const after = await call();
+    expect(after.status).toBe(401);
+    expect(await after.text()).toBe('{"error":"Unauthorized"}');
+
+    expect((await cli(["groups", "delete", "team"])).code).toBe(0);
+    expect((await cli(["models", "delete", "acme/model-a"])).code).toBe(0);
+  });
+
+  it("explains API errors with their code and param, exiting 1", async () => {
+    const result = await cli(["groups", "put", "broken", "--models", "no-such-model"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("Model 'no-such-model' not found. (model_not_found, param models[0])");
+  });
+
+  it("refuses bad limits with the API's message", async () => {
+    const result = await cli(["orgs", "put", "acme", "--rpm", "1.5"]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("requests_per_minute");
+  });
+
+  it("says what is missing, exiting 2", async () => {
+    const result = await cli(["keys", "create", "--org", "acme"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("--user is required");
+    expect((await cli(["frobnicate"])).stderr).toContain("unknown command");
+  });
+
+  it("reports a wrong token and an unreachable gateway", async () => {
+    expect((await cli(["models", "list"], { ADMIN_TOKEN: "wrong" })).stderr).toContain("error: Unauthorized");
+    const unreachable = await cli(["models", "list"], { GATEWAY_URL: "http://127.0.0.1:9" });
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toContain("cannot reach the gateway");
+  });
+});
