@@ -18,9 +18,18 @@ export function limitBody(maxBytes?: number): MiddlewareHandler<AppEnv> {
         throw new GatewayError("request_too_large", "Request body exceeds the size limit.");
       },
     });
-    return limit(c, next);
+    try {
+      return await limit(c, next);
+    } catch (err) {
+      // Later steps answer through the app's error handler; what reaches here is the body itself
+      // failing to arrive (a client that went away, a length that lied).
+      if (err instanceof GatewayError) throw err;
+      throw unreadableBody();
+    }
   };
 }
+
+const unreadableBody = () => new GatewayError("invalid_body", "The request body could not be read.");
 
 /** `messages[2].role` from valibot's issue path, as OpenAI names a `param`. */
 function paramOf(issue: v.BaseIssue<unknown>): string | null {
@@ -76,7 +85,9 @@ export function parseBody<S extends v.GenericSchema>(schema: S, raw: ArrayBuffer
  */
 export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
   return async function jsonBody(c, next) {
-    const raw = await c.req.arrayBuffer();
+    const raw = await c.req.arrayBuffer().catch(() => {
+      throw unreadableBody();
+    });
     const body: GatewayBody = parseBody(schema, raw);
     c.set("rawBody", raw);
     c.set("body", body);

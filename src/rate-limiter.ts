@@ -108,12 +108,15 @@ export function rateLimit(): MiddlewareHandler<AppEnv> {
     const { id, org, user } = c.var.apiKey;
     const config = readConfig(c.env);
     const limits = await readRecord<OrgRecord>(c.env.GATEWAY_KV, `org:${org}`);
-    const admission = await orgGate(c.env, org).admit(
-      id,
-      user,
-      limits?.requests_per_minute ?? config.defaultOrgRpm,
-      limits?.user_requests_per_minute ?? config.defaultUserRpm,
-    );
+    const orgLimit = limits?.requests_per_minute ?? config.defaultOrgRpm;
+    const userLimit = limits?.user_requests_per_minute ?? config.defaultUserRpm;
+    const admit = async (): Promise<Admission> => orgGate(c.env, org).admit(id, user, orgLimit, userLimit);
+    // A Durable Object error marked retryable (and not overloaded) may succeed on a fresh stub;
+    // retrying an overloaded object would only add to its load.
+    const admission = await admit().catch((err: { retryable?: boolean; overloaded?: boolean }) => {
+      if (err?.retryable && !err.overloaded) return admit();
+      throw err;
+    });
     if (admission.admitted) return next();
     if (admission.revoked) {
       forgetRecord(keyRecordKey(c.var.apiKeyHash));
