@@ -21,12 +21,21 @@ export type Admission =
   | { admitted: false; revoked: true }
   | { admitted: false; revoked?: false; scope: "org" | "user"; limit: number; retryAfterMs: number };
 
+/** Storage keys: `a:<time>:<seq>` → user for each admission, `r:<key id>` → time for revocations. */
+const admissionKey = (at: number, seq: number) => `a:${String(at).padStart(15, "0")}:${String(seq).padStart(9, "0")}`;
+const admissionTime = (key: string) => Number(key.slice(2, 17));
+const revocationKey = (keyId: string) => `r:${keyId}`;
+// Storage deletes take at most 128 keys at a time.
+const DELETE_BATCH = 128;
+
 /**
  * One instance per org counts the org and all of its users, so a request is admitted against
  * both limits in one atomic call and a rejected one consumes nothing.
  *
  * Each scope keeps a sliding log of admission times: at most `limit` admissions in any 60 s.
- * The log lives in SQLite so a restart loses no counts; memory holds the same log for speed.
+ * Memory holds the logs and decides; storage keeps a copy of every admission so a restart loses no
+ * counts. Admissions are written without waiting for confirmation: the answer does not depend on
+ * them, and waiting would put a storage round trip on every request.
  *
  * Because every request that would reach the upstream asks this object first, it also holds the
  * org's recent key revocations: a revoked key stops here at once, everywhere, while KV and the
@@ -35,21 +44,32 @@ export type Admission =
 export class RateLimiter extends DurableObject<Env> {
   private readonly logs = new Map<string, number[]>();
   private readonly revoked = new Set<string>();
+  /** Storage keys of the admissions still in the window, oldest first. */
+  private readonly stored: string[] = [];
+  private seq = 0;
+  private lastSweep = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
-      const sql = ctx.storage.sql;
-      sql.exec("CREATE TABLE IF NOT EXISTS admissions (scope TEXT NOT NULL, at INTEGER NOT NULL)");
-      sql.exec("CREATE INDEX IF NOT EXISTS admissions_at ON admissions (at)");
-      sql.exec("CREATE TABLE IF NOT EXISTS revocations (key_id TEXT PRIMARY KEY, at INTEGER NOT NULL)");
       const now = Date.now();
-      sql.exec("DELETE FROM admissions WHERE at <= ?", now - WINDOW_MS);
-      sql.exec("DELETE FROM revocations WHERE at <= ?", now - REVOCATION_MEMORY_MS);
-      for (const row of sql.exec<{ scope: string; at: number }>("SELECT scope, at FROM admissions ORDER BY at")) {
-        this.recent(row.scope, 0).push(row.at);
+      const stale: string[] = [];
+      for (const [key, user] of await ctx.storage.list<string>({ prefix: "a:" })) {
+        const at = admissionTime(key);
+        if (at <= now - WINDOW_MS) {
+          stale.push(key);
+          continue;
+        }
+        this.recent("org", 0).push(at);
+        this.recent(`user:${user}`, 0).push(at);
+        this.stored.push(key);
+        this.seq = Math.max(this.seq, Number(key.slice(18)) + 1);
       }
-      for (const row of sql.exec<{ key_id: string }>("SELECT key_id FROM revocations")) this.revoked.add(row.key_id);
+      for (const [key, at] of await ctx.storage.list<number>({ prefix: "r:" })) {
+        if (at <= now - REVOCATION_MEMORY_MS) stale.push(key);
+        else this.revoked.add(key.slice(2));
+      }
+      await this.forget(stale);
     });
   }
 
@@ -70,13 +90,28 @@ export class RateLimiter extends DurableObject<Env> {
     return log[log.length - limit]! + WINDOW_MS - now;
   }
 
+  private async forget(keys: string[]) {
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      await this.ctx.storage.delete(keys.slice(i, i + DELETE_BATCH), { allowUnconfirmed: true });
+    }
+  }
+
+  /** Drops stored admissions that left the window and, now and then, the logs of idle users. */
+  private prune(now: number) {
+    let expired = 0;
+    while (expired < this.stored.length && admissionTime(this.stored[expired]!) <= now - WINDOW_MS) expired++;
+    if (expired) void this.forget(this.stored.splice(0, expired));
+    if (now - this.lastSweep < WINDOW_MS) return;
+    this.lastSweep = now;
+    for (const scope of this.logs.keys()) if (this.recent(scope, now).length === 0) this.logs.delete(scope);
+  }
+
   /** Admits one request of `user` with key `keyId` if the key stands and both scopes have room. */
   admit(keyId: string, user: string, orgLimit: number, userLimit: number): Admission {
     if (this.revoked.has(keyId)) return { admitted: false, revoked: true };
     const now = Date.now();
     const orgLog = this.recent("org", now);
-    const userScope = `user:${user}`;
-    const userLog = this.recent(userScope, now);
+    const userLog = this.recent(`user:${user}`, now);
     const orgWait = this.waitFor(orgLog, orgLimit, now);
     const userWait = this.waitFor(userLog, userLimit, now);
     if (orgWait || userWait) {
@@ -86,16 +121,17 @@ export class RateLimiter extends DurableObject<Env> {
     }
     orgLog.push(now);
     userLog.push(now);
-    const sql = this.ctx.storage.sql;
-    sql.exec("INSERT INTO admissions (scope, at) VALUES ('org', ?), (?, ?)", now, userScope, now);
-    sql.exec("DELETE FROM admissions WHERE at <= ?", now - WINDOW_MS);
+    const key = admissionKey(now, this.seq++);
+    this.stored.push(key);
+    void this.ctx.storage.put(key, user, { allowUnconfirmed: true });
+    this.prune(now);
     return { admitted: true };
   }
 
-  /** Refuses `keyId` from now on. */
-  revoke(keyId: string): void {
+  /** Refuses `keyId` from now on; durable before it returns. */
+  async revoke(keyId: string): Promise<void> {
     this.revoked.add(keyId);
-    this.ctx.storage.sql.exec("INSERT OR REPLACE INTO revocations (key_id, at) VALUES (?, ?)", keyId, Date.now());
+    await this.ctx.storage.put(revocationKey(keyId), Date.now());
   }
 }
 
