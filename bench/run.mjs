@@ -7,7 +7,7 @@
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { chatStreamBytes, chatStreamEvents } from "../test/mock-upstream.mjs";
-import { buildGateway } from "./build.mjs";
+import { buildGateway } from "../scripts/local-gateway.mjs";
 import { cpuBetween, cpuSnapshot } from "./cpu.mjs";
 import { chatRequest, closedLoop, closeTarget, createTarget, streams } from "./load.mjs";
 import { buildReport, formatReport, writeReport } from "./report.mjs";

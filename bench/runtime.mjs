@@ -1,34 +1,12 @@
-import { readFile } from "node:fs/promises";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
+import { compatibilityDate, gatewayWorker } from "../scripts/local-gateway.mjs";
 
-const root = new URL("..", import.meta.url).pathname;
 const benchDir = new URL(".", import.meta.url).pathname;
 
 /** Both Workers share the runtime's one entry socket; the Host header picks the Worker. */
 export const HOSTS = { gateway: "gateway.bench", baseline: "baseline.bench" };
-
-/** The date the deployed Worker runs under, so the benchmark runs the same runtime semantics. */
-async function compatibilityDate() {
-  const toml = await readFile(join(root, "wrangler.toml"), "utf8");
-  const date = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1];
-  if (!date) throw new Error("no compatibility_date in wrangler.toml");
-  return date;
-}
-
-/** Vars as strings, as wrangler.toml's [vars] arrive; limits far above anything the load reaches. */
-function gatewayVars(upstreamBaseUrl) {
-  return {
-    UPSTREAM_BASE_URL: upstreamBaseUrl,
-    UPSTREAM_API_KEY: "sk-upstream-bench",
-    DEFAULT_ORG_RPM: "1000000000",
-    DEFAULT_USER_RPM: "1000000000",
-    MAX_BODY_BYTES: "10485760",
-    UPSTREAM_TIMEOUT_MS: "60000",
-    STREAM_IDLE_TIMEOUT_MS: "60000",
-  };
-}
 
 /**
  * One Miniflare instance (one workerd process) running the built gateway and the baseline side
@@ -50,18 +28,17 @@ export async function startRuntime({ bundle, upstreamBaseUrl }) {
       // The gateway writes one JSON line per request; drop them rather than print thousands.
       handleStructuredLogs: () => {},
       workers: [
-        {
-          name: "gateway",
-          modules: true,
-          scriptPath: join(bundle.dir, bundle.mainModule),
-          modulesRoot: bundle.dir,
-          compatibilityDate: date,
+        await gatewayWorker({
+          bundle,
           routes: [`${HOSTS.gateway}/*`],
-          bindings: gatewayVars(upstreamBaseUrl),
-          kvNamespaces: { GATEWAY_KV: "bench-gateway-kv" },
-          // wrangler.toml declares RateLimiter under new_sqlite_classes.
-          durableObjects: { RATE_LIMITER: { className: "RateLimiter", useSQLite: true } },
-        },
+          // Limits far above anything the load reaches.
+          vars: {
+            UPSTREAM_BASE_URL: upstreamBaseUrl,
+            UPSTREAM_API_KEY: "sk-upstream-bench",
+            DEFAULT_ORG_RPM: "1000000000",
+            DEFAULT_USER_RPM: "1000000000",
+          },
+        }),
         {
           name: "baseline",
           modules: true,

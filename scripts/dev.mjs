@@ -2,19 +2,15 @@
 // `npm run dev`: the gateway under `wrangler dev`, with the mock upstream as its upstream. Once it
 // is up, a demo org, group, models and key are created through the admin API, and the key, the
 // admin token and a curl line are printed.
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startMockUpstream } from "../test/mock-upstream.mjs";
 import { AdminClient } from "./admin-client.mjs";
+import { startWranglerDev } from "./wrangler-dev.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const wrangler = join(root, "node_modules", "wrangler", "bin", "wrangler.js");
-const port = process.env.PORT ?? "8787";
 const adminToken = process.env.ADMIN_TOKEN ?? `adm-dev-${randomBytes(16).toString("hex")}`;
-// No telemetry or Cloudflare lookups from a local run.
-const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 
 /** The demo tenant, written the way an operator would: through the admin API. */
 async function seedDemo(url) {
@@ -27,31 +23,7 @@ async function seedDemo(url) {
   return key;
 }
 
-const upstream = await startMockUpstream();
-
-// The wrangler node process itself, so that stopping it also stops its workerd.
-const dev = spawn(
-  process.execPath,
-  [
-    wrangler, "dev",
-    "--port", port,
-    "--inspector-port", "0",
-    "--persist-to", join(root, ".wrangler", "state"),
-    "--var", `UPSTREAM_BASE_URL:${upstream.baseUrl}`,
-    "--var", "UPSTREAM_API_KEY:mock-upstream-key",
-    "--var", `ADMIN_TOKEN:${adminToken}`,
-  ],
-  { cwd: root, env, stdio: ["inherit", "pipe", "inherit"] },
-);
-
-dev.stdout.setEncoding("utf8");
-dev.stdout.on("data", (text) => {
-  process.stdout.write(text);
-  const ready = /Ready on (http:\/\/\S+)/.exec(text);
-  if (ready) seedDemo(ready[1]).then((key) => announce(ready[1], key), (error) => console.error(`seeding the demo tenant failed: ${error.message}`));
-});
-
-function announce(url, key) {
+function announce(url, upstream, key) {
   console.log(`
   Gateway:        ${url}  (mock upstream at ${upstream.baseUrl})
   Demo API key:   ${key}
@@ -67,16 +39,31 @@ function announce(url, key) {
 `);
 }
 
-let stopping = false;
-async function stop(signal) {
-  if (stopping) return;
-  stopping = true;
-  dev.kill(signal);
+const upstream = await startMockUpstream();
+const dev = await startWranglerDev({
+  port: process.env.PORT ?? "8787",
+  persistTo: join(root, ".wrangler", "state"),
+  vars: { UPSTREAM_BASE_URL: upstream.baseUrl, UPSTREAM_API_KEY: "mock-upstream-key", ADMIN_TOKEN: adminToken },
+  onOutput: (text) => process.stdout.write(text),
+}).catch(async (error) => {
   await upstream.close();
+  throw error;
+});
+
+try {
+  announce(dev.url, upstream, await seedDemo(dev.url));
+} catch (error) {
+  console.error(`seeding the demo tenant failed: ${error.message}`);
 }
-process.on("SIGINT", () => stop("SIGINT"));
-process.on("SIGTERM", () => stop("SIGTERM"));
-dev.on("exit", async (code) => {
+
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, async () => {
+    await dev.stop(signal);
+    await upstream.close();
+    process.exit(0);
+  });
+}
+dev.process.once("exit", async (code) => {
   await upstream.close();
   process.exit(code ?? 0);
 });
