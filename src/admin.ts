@@ -5,7 +5,7 @@ import type { GroupRecord, ModelRecord } from "./catalog";
 import { GatewayError } from "./errors";
 import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./admin-schemas";
 import { createKey, listKeys, revokeKey } from "./keys";
-import { forgetRecord } from "./kv-cache";
+import { forgetRecord, listEntries } from "./kv-cache";
 import type { OrgRecord } from "./rate-limiter";
 import { methodNotAllowed } from "./routing";
 import type { AppEnv } from "./types";
@@ -44,18 +44,9 @@ function pathId(schema: typeof entityId | typeof modelId, value: string, what: s
 
 /** Every record under `prefix`, as `[id, record]`, in key order. */
 async function listRecords<T>(kv: KVNamespace, prefix: string): Promise<Array<[string, T]>> {
-  const out: Array<[string, T]> = [];
-  let cursor: string | undefined;
-  do {
-    const page = await kv.list({ prefix, cursor });
-    const records = await Promise.all(page.keys.map(({ name }) => kv.get<T>(name, "json")));
-    page.keys.forEach(({ name }, i) => {
-      const record = records[i];
-      if (record) out.push([name.slice(prefix.length), record]);
-    });
-    cursor = page.list_complete ? undefined : page.cursor;
-  } while (cursor);
-  return out;
+  const names = (await listEntries(kv, prefix)).map(({ name }) => name);
+  const records = await Promise.all(names.map((name) => kv.get<T>(name, "json")));
+  return names.flatMap((name, i) => (records[i] ? [[name.slice(prefix.length), records[i]] as [string, T]] : []));
 }
 
 async function put(kv: KVNamespace, key: string, record: unknown) {

@@ -1,5 +1,5 @@
 import { hashKey, keyRecordKey, type ApiKeyRecord } from "./auth";
-import { forgetRecord } from "./kv-cache";
+import { forgetRecord, listEntries } from "./kv-cache";
 import { orgGate } from "./rate-limiter";
 import type { Env } from "./types";
 
@@ -43,16 +43,11 @@ export async function createKey(kv: KVNamespace, fields: NewKey): Promise<{ key:
 /** Every key record, optionally only one org's, oldest first. */
 export async function listKeys(kv: KVNamespace, org?: string): Promise<ApiKeyRecord[]> {
   const records: ApiKeyRecord[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await kv.list<ApiKeyRecord>({ prefix: "key:", cursor });
-    for (const { name, metadata } of page.keys) {
-      // Keys written by hand carry no metadata; read those.
-      const record = metadata ?? (await kv.get<ApiKeyRecord>(name, "json"));
-      if (record && (!org || record.org === org)) records.push(record);
-    }
-    cursor = page.list_complete ? undefined : page.cursor;
-  } while (cursor);
+  for (const { name, metadata } of await listEntries<ApiKeyRecord>(kv, "key:")) {
+    // Keys written by hand carry no metadata; read those.
+    const record = metadata ?? (await kv.get<ApiKeyRecord>(name, "json"));
+    if (record && (!org || record.org === org)) records.push(record);
+  }
   return records.sort((a, b) => a.created_at.localeCompare(b.created_at));
 }
 

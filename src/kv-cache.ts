@@ -40,3 +40,15 @@ export async function readRecord<T>(kv: KVNamespace, key: string): Promise<T | n
 export function forgetRecord(key: string): void {
   entries.delete(key);
 }
+
+/** Every entry under `prefix` (name and metadata), across all of KV's list pages. */
+export async function listEntries<M = unknown>(kv: KVNamespace, prefix: string): Promise<Array<KVNamespaceListKey<M>>> {
+  const entries: Array<KVNamespaceListKey<M>> = [];
+  let cursor: string | undefined;
+  do {
+    const page = await kv.list<M>({ prefix, cursor });
+    entries.push(...page.keys);
+    cursor = page.list_complete ? undefined : page.cursor;
+  } while (cursor);
+  return entries;
+}

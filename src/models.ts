@@ -1,18 +1,11 @@
 import type { Handler } from "hono";
 import type { GroupRecord, ModelRecord } from "./catalog";
-import { readRecord } from "./kv-cache";
+import { listEntries, readRecord } from "./kv-cache";
 import type { AppEnv } from "./types";
 
 /** The ids of every model in the catalog. */
 async function catalogIds(kv: KVNamespace): Promise<string[]> {
-  const ids: string[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await kv.list({ prefix: "model:", cursor });
-    for (const { name } of page.keys) ids.push(name.slice("model:".length));
-    cursor = page.list_complete ? undefined : page.cursor;
-  } while (cursor);
-  return ids;
+  return (await listEntries(kv, "model:")).map(({ name }) => name.slice("model:".length));
 }
 
 /**
