@@ -5,7 +5,7 @@ import type { GroupRecord, ModelRecord } from "./catalog";
 import { GatewayError } from "./errors";
 import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./admin-schemas";
 import { createKey, listKeys, revokeKey } from "./keys";
-import { forgetRecord, listEntries } from "./kv-cache";
+import { forgetRecord, listEntries } from "./kv";
 import type { OrgRecord } from "./rate-limiter";
 import { methodNotAllowed } from "./routing";
 import type { AppEnv } from "./types";

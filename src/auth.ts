@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { bearerAuth } from "hono/bearer-auth";
 import { GatewayError } from "./errors";
-import { readRecord } from "./kv-cache";
+import { readRecord } from "./kv";
 import type { AppEnv } from "./types";
 
 /** `key:<sha256 hex>` in GATEWAY_KV. See the README's KV layout. */

@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import { GatewayError } from "./errors";
-import { readRecord } from "./kv-cache";
+import { readRecord } from "./kv";
 import type { AppEnv } from "./types";
 
 /** `model:<id>` in GATEWAY_KV; `{}` is a valid model. */

@@ -1,5 +1,5 @@
 import { hashKey, keyRecordKey, type ApiKeyRecord } from "./auth";
-import { forgetRecord, listEntries } from "./kv-cache";
+import { forgetRecord, listEntries } from "./kv";
 import { orgGate } from "./rate-limiter";
 import type { Env } from "./types";
 

@@ -1,6 +1,6 @@
 import type { Handler } from "hono";
 import type { GroupRecord, ModelRecord } from "./catalog";
-import { listEntries, readRecord } from "./kv-cache";
+import { listEntries, readRecord } from "./kv";
 import type { AppEnv } from "./types";
 
 /** The ids of every model in the catalog. */

@@ -3,7 +3,7 @@ import type { MiddlewareHandler } from "hono";
 import { keyRecordKey } from "./auth";
 import { readConfig } from "./config";
 import { GatewayError } from "./errors";
-import { forgetRecord, readRecord } from "./kv-cache";
+import { forgetRecord, readRecord } from "./kv";
 import type { AppEnv, Env } from "./types";
 
 const WINDOW_MS = 60_000;

@@ -1,5 +1,5 @@
 /**
- * Reads of GATEWAY_KV records, kept in the isolate for at most 30 s: the contract's bound on
+ * Reading GATEWAY_KV. Records are kept in the isolate for at most 30 s: the contract's bound on
  * cached reads. Every request reads its key, model, group and org; most of them repeat.
  * Revocation does not wait for this cache: see RateLimiter.
  */
