@@ -128,3 +128,29 @@ export const envelope = (type: string, code: string, param: string | null = null
 export function cued<T extends object>(params: T, mock: Record<string, unknown>): T {
   return { ...params, mock } as T;
 }
+
+/** POST /v1/responses with a JSON body and the tenant's key. */
+export function responses(tenant: Tenant, body: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+  return gateway("/v1/responses", {
+    method: "POST",
+    headers: { authorization: `Bearer ${tenant.key}`, "content-type": "application/json", ...headers },
+    body: JSON.stringify({ model: tenant.model, input: "hi", ...body }),
+  });
+}
+
+/** Asserts a gateway error: status, the typed envelope, its headers. Returns the message. */
+export async function expectGatewayError(
+  response: Response,
+  status: number,
+  type: string,
+  code: string,
+  param: string | null = null,
+): Promise<string> {
+  expect(response.status).toBe(status);
+  expect(response.headers.get("content-type")).toBe("application/json");
+  expect(response.headers.get("cache-control")).toBe("no-store");
+  expect(response.headers.get("x-request-id")).toBeTruthy();
+  const body = await response.json<{ error: { message: string } }>();
+  expect(body).toEqual(envelope(type, code, param));
+  return body.error.message;
+}

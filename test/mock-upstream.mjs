@@ -1,9 +1,11 @@
 // Mock OpenAI-compatible upstream for tests, `npm run dev` and benchmarks.
 //
-// It answers POST /v1/chat/completions like a well-behaved provider, unless the
-// request body carries a `mock` object with cues telling it how to misbehave
-// (error status, delay, hang, reset, broken stream, ...). The gateway forwards
-// unknown body fields untouched, so cues survive the trip through it.
+// It answers POST /v1/chat/completions and POST /v1/responses like a
+// well-behaved provider, unless the request body carries a `mock` object with
+// cues telling it how to misbehave (error status, delay, hang, reset, broken
+// stream, ...). Both routes take the same cues; on /v1/responses
+// `end_without_done` drops the terminal `response.completed` event. The gateway
+// forwards unknown body fields untouched, so cues survive the trip through it.
 //
 // Inspection routes (/__mock/*) let tests see what the gateway actually sent
 // and whether it cancelled an upstream request.
@@ -16,9 +18,12 @@ import { pathToFileURL } from "node:url";
 
 const DEFAULT_REPLY = "Hello from the mock upstream.";
 const MODEL_ID = "mock-model";
-// Streams must be byte-for-byte reproducible by chatStreamBytes(), so their
-// id and created timestamp are fixed unless the request overrides them.
+// Streams must be byte-for-byte reproducible by chatStreamBytes() and
+// responsesStreamBytes(), so their ids and created timestamp are fixed unless
+// the request overrides them (`mock.id`, `mock.created`).
 const STREAM_ID = "chatcmpl-mock-stream";
+const RESPONSE_STREAM_ID = "resp_mock_stream";
+const MESSAGE_ID = "msg_mock_stream";
 const STREAM_CREATED = 1700000000;
 const MAX_RECORDS = 1000;
 const MAX_STAT_IDS = 1000;
@@ -142,6 +147,137 @@ export function chatStreamBytes(body) {
   return Buffer.from(chatStreamEvents(body).join(""), "utf8");
 }
 
+// ---------------------------------------------------------------------------
+// The Responses API, shaped as the openai SDK and the Vercel AI SDK expect.
+// ---------------------------------------------------------------------------
+
+/** Text of `instructions` and `input` (a string, or items with string or part content). */
+function inputText(body) {
+  const input = body?.input;
+  const items = typeof input === "string" ? [input] : Array.isArray(input) ? input : [];
+  const texts = items.map((item) => {
+    if (typeof item === "string") return item;
+    if (typeof item?.content === "string") return item.content;
+    if (Array.isArray(item?.content)) return item.content.map((p) => (typeof p?.text === "string" ? p.text : "")).join(" ");
+    return "";
+  });
+  if (typeof body?.instructions === "string") texts.unshift(body.instructions);
+  return texts.join(" ");
+}
+
+function responsesUsage(body, outputTokens) {
+  const input_tokens = Math.max(1, countWords(inputText(body)));
+  return {
+    input_tokens,
+    input_tokens_details: { cached_tokens: 0 },
+    output_tokens: outputTokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: input_tokens + outputTokens,
+  };
+}
+
+const outputText = (text) => ({ type: "output_text", text, annotations: [], logprobs: [] });
+
+/** An assistant message output item; `text` undefined means no content part yet. */
+function messageItem(id, status, text) {
+  return { id, type: "message", status, role: "assistant", content: text === undefined ? [] : [outputText(text)] };
+}
+
+/** A `response` object as the API returns it, streamed or not. */
+function responseObject(body, { id, created_at, status, output = [], usage = null, error = null }) {
+  return {
+    id,
+    object: "response",
+    created_at,
+    status,
+    error,
+    incomplete_details: null,
+    instructions: typeof body?.instructions === "string" ? body.instructions : null,
+    max_output_tokens: null,
+    model: body?.model ?? MODEL_ID,
+    output,
+    parallel_tool_calls: true,
+    previous_response_id: null,
+    reasoning: { effort: null, summary: null },
+    service_tier: "default",
+    store: true,
+    temperature: 1,
+    text: { format: { type: "text" } },
+    tool_choice: "auto",
+    tools: [],
+    top_p: 1,
+    truncation: "disabled",
+    usage,
+    user: null,
+    metadata: {},
+  };
+}
+
+/**
+ * The events of a streamed response, each a string including its terminating
+ * blank line: `event: <type>` then `data: <json>` whose `type` repeats it and
+ * whose `sequence_number` counts from 0. Reflects the same content cues as
+ * chatStreamEvents (reply, events, line_ending, error_event, id, created);
+ * error_event sends one delta, an `error` event and `response.failed`.
+ */
+export function responsesStreamEvents(body) {
+  const cues = cuesOf(body);
+  const eol = lineEndingOf(body);
+  const events = [];
+  const emit = (type, fields) => {
+    const data = { type, sequence_number: events.length, ...fields };
+    events.push(`event: ${type}${eol}data: ${JSON.stringify(data)}${eol}${eol}`);
+  };
+  const id = typeof cues.id === "string" ? cues.id : RESPONSE_STREAM_ID;
+  const created_at = Number.isInteger(cues.created) ? cues.created : STREAM_CREATED;
+  const response = (fields) => responseObject(body, { id, created_at, ...fields });
+  const at = { item_id: MESSAGE_ID, output_index: 0, content_index: 0 };
+
+  const pieces = contentPieces(body);
+  emit("response.created", { response: response({ status: "in_progress" }) });
+  emit("response.in_progress", { response: response({ status: "in_progress" }) });
+  emit("response.output_item.added", { output_index: 0, item: messageItem(MESSAGE_ID, "in_progress") });
+  emit("response.content_part.added", { ...at, part: outputText("") });
+
+  if (cues.error_event) {
+    // A provider that fails mid-stream: one delta, an in-band error, then the terminal failure.
+    if (pieces.length > 0) emit("response.output_text.delta", { ...at, delta: pieces[0], logprobs: [] });
+    emit("error", { code: "provider_error", message: "provider error", param: null });
+    emit("response.failed", {
+      response: response({ status: "failed", error: { code: "server_error", message: "provider error" } }),
+    });
+    return events;
+  }
+
+  for (const delta of pieces) emit("response.output_text.delta", { ...at, delta, logprobs: [] });
+  const text = pieces.join("");
+  const item = messageItem(MESSAGE_ID, "completed", text);
+  emit("response.output_text.done", { ...at, text, logprobs: [] });
+  emit("response.content_part.done", { ...at, part: outputText(text) });
+  emit("response.output_item.done", { output_index: 0, item });
+  emit("response.completed", {
+    response: response({ status: "completed", output: [item], usage: responsesUsage(body, pieces.length) }),
+  });
+  return events;
+}
+
+/** The full serialized Responses stream (no transport faults) as one Buffer. */
+export function responsesStreamBytes(body) {
+  return Buffer.from(responsesStreamEvents(body).join(""), "utf8");
+}
+
+/** The non-streamed `response` object. */
+function responsesResult(body, n) {
+  const text = replyText(body);
+  return responseObject(body, {
+    id: `resp_mock_${n}`,
+    created_at: Math.floor(Date.now() / 1000),
+    status: "completed",
+    output: [messageItem(`msg_mock_${n}`, "completed", text)],
+    usage: responsesUsage(body, countWords(text)),
+  });
+}
+
 /** The non-streamed chat.completion object. */
 function chatCompletion(body, n) {
   const content = replyText(body);
@@ -261,6 +397,12 @@ function truncatePieces(pieces, limit) {
 
 const isCount = (v) => Number.isInteger(v) && v >= 0;
 
+/** The model routes: how each streams and what it answers when not streaming. */
+const MODEL_APIS = {
+  "/v1/chat/completions": { streamEvents: chatStreamEvents, result: chatCompletion },
+  "/v1/responses": { streamEvents: responsesStreamEvents, result: responsesResult },
+};
+
 // ---------------------------------------------------------------------------
 // Server
 // ---------------------------------------------------------------------------
@@ -301,7 +443,7 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     sendJson(res, status, { error: { message, type, param: null, code: null } });
   }
 
-  /** Headers every chat response carries, from the `headers`, `set_cookie` cues. */
+  /** Headers every model response carries, from the `headers`, `set_cookie` cues. */
   function cueHeaders(cues) {
     const headers = {};
     if (cues.set_cookie) {
@@ -359,8 +501,8 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
   }
 
   /** Plan the stream: which bytes to write, in which pieces, and how it ends. */
-  function planStream(body, cues) {
-    let events = chatStreamEvents(body).map((e) => Buffer.from(e, "utf8"));
+  function planStream(api, body, cues) {
+    let events = api.streamEvents(body).map((e) => Buffer.from(e, "utf8"));
     if (cues.end_without_done) events = events.slice(0, -1);
 
     let ending = "end"; // "end" | "reset" | "stall"
@@ -393,8 +535,8 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     return { pieces, pauseMs, ending };
   }
 
-  async function sendStream(res, body, cues, ctx) {
-    const { pieces, pauseMs, ending } = planStream(body, cues);
+  async function sendStream(res, api, body, cues, ctx) {
+    const { pieces, pauseMs, ending } = planStream(api, body, cues);
     const headers = withContentType({ "cache-control": "no-cache", ...cueHeaders(cues) }, cues, "text/event-stream");
     res.writeHead(200, headers);
     // Headers go out now, so a client sees the response start even if
@@ -437,7 +579,7 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     );
   }
 
-  /** Track how a chat response ended, for GET /__mock/stats. */
+  /** Track how a model response ended, for GET /__mock/stats. */
   function trackOutcome(req, res, ctx) {
     const requestId = req.headers["x-request-id"] ?? null;
     res.on("close", () => {
@@ -449,7 +591,8 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     });
   }
 
-  async function handleChat(req, res, pathname) {
+  /** POST /v1/chat/completions or /v1/responses: `api` says how this route answers. */
+  async function handleModel(req, res, pathname, api) {
     const abort = new AbortController();
     const ctx = { abort, signal: abort.signal, cutByMock: false };
     trackOutcome(req, res, ctx);
@@ -473,9 +616,9 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     if (cues.reset) return cutConnection(res, ctx, { rst: true });
     if (typeof cues.redirect === "string") return sendRedirect(res, cues);
     if (cues.status !== undefined || cues.body !== undefined) return sendRaw(res, cues);
-    if (body.stream === true) return sendStream(res, body, cues, ctx);
+    if (body.stream === true) return sendStream(res, api, body, cues, ctx);
 
-    const completion = chatCompletion(body, ++completionCounter);
+    const completion = api.result(body, ++completionCounter);
     const text = JSON.stringify(completion);
     res.writeHead(
       200,
@@ -532,7 +675,8 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     const url = new URL(req.url ?? "/", "http://mock.invalid");
     say(req.method, req.url, req.headers["x-request-id"] ?? "");
     try {
-      if (url.pathname === "/v1/chat/completions" && req.method === "POST") await handleChat(req, res, url.pathname);
+      const api = MODEL_APIS[url.pathname];
+      if (api && req.method === "POST") await handleModel(req, res, url.pathname, api);
       else await handleOther(req, res, url);
     } catch (err) {
       if (err instanceof Aborted) return; // client left or server closing: nothing to answer

@@ -4,7 +4,13 @@
 import http from "node:http";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { startMockUpstream, chatStreamBytes, chatStreamEvents } from "./mock-upstream.mjs";
+import {
+  startMockUpstream,
+  chatStreamBytes,
+  chatStreamEvents,
+  responsesStreamBytes,
+  responsesStreamEvents,
+} from "./mock-upstream.mjs";
 
 const results = [];
 let mock;
@@ -95,6 +101,7 @@ function raw(path, { method = "POST", body, headers = {}, abortAfterMs, pauseMs 
 }
 
 const chat = (body, opts = {}) => raw("/v1/chat/completions", { body, ...opts });
+const respond = (body, opts = {}) => raw("/v1/responses", { body, ...opts });
 const stats = async () => (await fetch(`${mock.url}/__mock/stats`)).json();
 
 async function waitFor(predicate, timeoutMs = 2000) {
@@ -531,12 +538,176 @@ await check("idle keep-alive socket survives 6.5 s (keepAliveTimeout = 0)", asyn
   agent.destroy();
 });
 
+// ---- the Responses API ------------------------------------------------------
+
+/** Each event of a Responses stream as [event line's type, parsed data]. */
+const responsesEventsOf = (text, eol = "\n") =>
+  text
+    .split(eol + eol)
+    .filter(Boolean)
+    .map((event) => {
+      const [eventLine, dataLine, ...rest] = event.split(eol);
+      assert(eventLine.startsWith("event: ") && dataLine.startsWith("data: ") && rest.length === 0, `event shape: ${event}`);
+      return [eventLine.slice(7), JSON.parse(dataLine.slice(6))];
+    });
+
+function assertResponsesStream(out, body, msg = "responses stream") {
+  eq(out.status, 200, `${msg} status`);
+  eq(out.headers["content-type"], "text/event-stream", `${msg} content-type`);
+  assert(out.ended && !out.error, `${msg} should end cleanly, error=${out.error}`);
+  assert(out.bytes.equals(responsesStreamBytes(body)), `${msg}: bytes differ from responsesStreamBytes`);
+}
+
+await check("responses: non-stream response object", async () => {
+  const out = await respond({ model: "m-r", input: [{ role: "user", content: "hi there you" }], instructions: "be kind" });
+  eq(out.status, 200, "status");
+  eq(out.headers["content-type"], "application/json", "content-type");
+  const j = JSON.parse(out.bytes);
+  assert(/^resp_mock_\d+$/.test(j.id), `id ${j.id}`);
+  eq([j.object, j.status, j.model, j.instructions, j.error], ["response", "completed", "m-r", "be kind", null], "fields");
+  assert(Number.isInteger(j.created_at) && Math.abs(j.created_at - Date.now() / 1000) < 5, "created_at");
+  eq(j.output.length, 1, "one output item");
+  const [item] = j.output;
+  eq([item.type, item.role, item.status], ["message", "assistant", "completed"], "message item");
+  assert(/^msg_mock_\d+$/.test(item.id), `item id ${item.id}`);
+  eq(item.content, [{ type: "output_text", text: "Hello from the mock upstream.", annotations: [], logprobs: [] }], "content");
+  eq(
+    j.usage,
+    { input_tokens: 5, input_tokens_details: { cached_tokens: 0 }, output_tokens: 5, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 10 },
+    "usage",
+  );
+  const reply = JSON.parse((await respond({ model: "m", input: "x", mock: { reply: "héllo 🙂" } })).bytes);
+  eq(reply.output[0].content[0].text, "héllo 🙂", "mock.reply");
+});
+
+await check("responses: stream events, types, sequence numbers and text", async () => {
+  const body = { model: "m-rs", input: "hi", stream: true, mock: { reply: "héllo wörld 🙂" } };
+  const out = await respond(body);
+  assertResponsesStream(out, body);
+  eq(responsesStreamEvents(body).join(""), out.bytes.toString(), "responsesStreamEvents joins to the bytes");
+  const events = responsesEventsOf(out.bytes.toString());
+  eq(
+    events.map(([type]) => type),
+    [
+      "response.created",
+      "response.in_progress",
+      "response.output_item.added",
+      "response.content_part.added",
+      "response.output_text.delta",
+      "response.output_text.delta",
+      "response.output_text.delta",
+      "response.output_text.done",
+      "response.content_part.done",
+      "response.output_item.done",
+      "response.completed",
+    ],
+    "event types",
+  );
+  events.forEach(([type, data], i) => {
+    eq(data.type, type, `data.type of event ${i}`);
+    eq(data.sequence_number, i, `sequence_number of event ${i}`);
+  });
+  const data = events.map(([, d]) => d);
+  eq([data[0].response.id, data[0].response.status, data[0].response.model], ["resp_mock_stream", "in_progress", "m-rs"], "created");
+  eq(data.filter((d) => d.type === "response.output_text.delta").map((d) => d.delta), ["héllo ", "wörld ", "🙂"], "deltas");
+  eq(data[7].text, "héllo wörld 🙂", "output_text.done");
+  const done = data.at(-1).response;
+  eq([done.id, done.status, done.output[0].content[0].text], ["resp_mock_stream", "completed", "héllo wörld 🙂"], "completed");
+  eq(done.usage.output_tokens, 3, "usage");
+});
+
+await check("responses: stream line_ending, events, id and created cues", async () => {
+  for (const le of ["\r\n", "\r"]) {
+    const body = { model: "m", stream: true, mock: { line_ending: le, events: 3, id: "resp_custom", created: 1 } };
+    const out = await respond(body);
+    assertResponsesStream(out, body, JSON.stringify(le));
+    const events = responsesEventsOf(out.bytes.toString(), le);
+    eq(events.length, 3 + 8, "3 deltas and 8 other events");
+    eq([events[0][1].response.id, events[0][1].response.created_at], ["resp_custom", 1], "id and created");
+    if (le === "\r") assert(!out.bytes.includes(0x0a), "no \\n with \\r endings");
+  }
+});
+
+await check("responses: error_event sends an in-band error, then response.failed", async () => {
+  const body = { model: "m", stream: true, mock: { error_event: true } };
+  const out = await respond(body);
+  assertResponsesStream(out, body);
+  const events = responsesEventsOf(out.bytes.toString());
+  eq(events.map(([type]) => type).slice(-3), ["response.output_text.delta", "error", "response.failed"], "last events");
+  eq(events.at(-2)[1], { type: "error", sequence_number: 5, code: "provider_error", message: "provider error", param: null }, "error");
+  eq(events.at(-1)[1].response.error, { code: "server_error", message: "provider error" }, "failure");
+});
+
+await check("responses: transport cues (end_without_done, reset_*, end_after_bytes, stall, split)", async () => {
+  const base = { model: "m", stream: true, mock: { reply: "héllo wörld 🙂" } };
+  const all = responsesStreamEvents(base);
+  const cued = (mock) => ({ ...base, mock: { ...base.mock, ...mock } });
+
+  const noDone = await respond(cued({ end_without_done: true }));
+  assert(noDone.ended && !noDone.error, "end_without_done ends cleanly");
+  eq(noDone.bytes.toString(), all.slice(0, -1).join(""), "all but response.completed");
+
+  const reset = await respond(cued({ reset_after_events: 3 }));
+  assert(reset.error && !reset.ended, "reset_after_events errors");
+  eq(reset.bytes.toString(), all.slice(0, 3).join(""), "first 3 events");
+
+  const full = responsesStreamBytes(base);
+  for (const n of [0, 7, full.indexOf(Buffer.from("🙂")) + 2, full.length - 1]) {
+    const cut = await respond(cued({ reset_after_bytes: n }));
+    assert(cut.error && cut.bytes.equals(full.subarray(0, n)), `reset_after_bytes ${n}`);
+    const ended = await respond(cued({ end_after_bytes: n }));
+    assert(ended.ended && !ended.error && ended.bytes.equals(full.subarray(0, n)), `end_after_bytes ${n}`);
+  }
+
+  const stalled = await respond(cued({ stall_after_events: 2 }), { abortAfterMs: 300 });
+  eq([stalled.bytes.toString(), stalled.error], [all.slice(0, 2).join(""), "client-aborted"], "stall_after_events");
+
+  const split = await respond(cued({ split: "bytes", chunk_size: 5 }));
+  assert(split.bytes.equals(full) && split.reads > full.length / 15, `split: ${split.reads} reads`);
+});
+
+await check("responses: failure cues (status, body, headers, hang, reset, delay, redirect, set_cookie)", async () => {
+  const errBody = '{"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":null}}';
+  const limited = await respond({ model: "m", mock: { status: 429, body: errBody, headers: { "retry-after": "7" } } });
+  eq([limited.status, limited.bytes.toString(), limited.headers["retry-after"]], [429, errBody, "7"], "status/body/headers");
+  const plain = await respond({ model: "m", stream: true, mock: { status: 503, body: "busy", content_type: "text/plain" } });
+  eq([plain.status, plain.headers["content-type"]], [503, "text/plain"], "content_type");
+  const empty = await respond({ model: "m", mock: { status: 500 } });
+  eq([empty.status, empty.bytes.length], [500, 0], "empty body");
+  const hang = await respond({ model: "m", mock: { hang: true } }, { abortAfterMs: 150 });
+  eq([hang.status, hang.error], [null, "client-aborted"], "hang");
+  const reset = await respond({ model: "m", mock: { reset: true } });
+  eq(reset.status, null, "reset");
+  const t0 = Date.now();
+  eq((await respond({ model: "m", mock: { delay_ms: 120 } })).status, 200, "delay status");
+  assert(Date.now() - t0 >= 115, "delay_ms waits");
+  const moved = await respond({ model: "m", mock: { redirect: "http://example.invalid/x" } });
+  eq([moved.status, moved.headers.location], [302, "http://example.invalid/x"], "redirect");
+  for (const stream of [false, true]) {
+    const cookie = await respond({ model: "m", stream, mock: { set_cookie: true } });
+    eq([cookie.status, cookie.headers["set-cookie"]], [200, ["session=secret"]], `set_cookie (stream ${stream})`);
+  }
+});
+
+await check("responses: requests are recorded; GET /v1/responses is no route", async () => {
+  const rid = newRid("resp-rec");
+  const bodyText = JSON.stringify({ model: "m", input: "hi" });
+  await fetch(`${mock.baseUrl}/responses`, { method: "POST", headers: { "x-request-id": rid }, body: bodyText }).then((r) => r.text());
+  const [record] = await (await fetch(`${mock.url}/__mock/requests?request_id=${rid}`)).json();
+  eq([record.method, record.path, record.body], ["POST", "/v1/responses", bodyText], "record");
+  assert(await waitFor(async () => (await stats()).completed.includes(rid)), "stats.completed has rid");
+  eq((await fetch(`${mock.baseUrl}/responses`)).status, 404, "GET");
+});
+
 await check("pure helpers agree with each other", async () => {
   const body = { model: "x", stream: true, stream_options: { include_usage: true }, mock: { events: 3, line_ending: "\r\n" } };
   const events = chatStreamEvents(body);
   assert(events.every((e) => e.endsWith("\r\n\r\n")), "each event ends with a blank line");
   assert(chatStreamBytes(body).equals(Buffer.from(events.join(""))), "bytes == joined events");
   assert(Buffer.isBuffer(chatStreamBytes(body)), "Buffer");
+  const responsesEvents = responsesStreamEvents(body);
+  assert(responsesEvents.every((e) => e.endsWith("\r\n\r\n")), "each Responses event ends with a blank line");
+  assert(responsesStreamBytes(body).equals(Buffer.from(responsesEvents.join(""))), "Responses bytes == joined events");
 });
 
 await check("close() is prompt with a hanging request and idle keep-alive sockets", async () => {

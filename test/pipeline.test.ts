@@ -1,26 +1,16 @@
 import { describe, expect, it } from "vitest";
 import OpenAI, { type APIError } from "openai";
-import { chat, envelope, gateway, openai, seedTenant, upstreamRequests, unique } from "./helpers";
-
-async function expectError(response: Response, status: number, type: string, code: string, param: string | null = null) {
-  expect(response.status).toBe(status);
-  expect(response.headers.get("content-type")).toBe("application/json");
-  expect(response.headers.get("cache-control")).toBe("no-store");
-  expect(response.headers.get("x-request-id")).toBeTruthy();
-  const body = await response.json<{ error: { message: string } }>();
-  expect(body).toEqual(envelope(type, code, param));
-  return body.error.message;
-}
+import { chat, expectGatewayError, gateway, openai, seedTenant, upstreamRequests, unique } from "./helpers";
 
 describe("routing", () => {
   it("answers 404 not_found for an unknown path", async () => {
-    await expectError(await gateway("/v1/nothing-here"), 404, "invalid_request_error", "not_found");
+    await expectGatewayError(await gateway("/v1/nothing-here"), 404, "invalid_request_error", "not_found");
   });
 
   it("answers 405 with Allow for a known path and the wrong method", async () => {
     const response = await gateway("/v1/chat/completions");
     expect(response.headers.get("allow")).toBe("POST");
-    await expectError(response, 405, "invalid_request_error", "method_not_allowed");
+    await expectGatewayError(response, 405, "invalid_request_error", "method_not_allowed");
   });
 
   it("answers 405 before 401", async () => {
@@ -31,7 +21,7 @@ describe("routing", () => {
   it("answers 405 for POST /healthz", async () => {
     const response = await gateway("/healthz", { method: "POST" });
     expect(response.headers.get("allow")).toBe("GET");
-    await expectError(response, 405, "invalid_request_error", "method_not_allowed");
+    await expectGatewayError(response, 405, "invalid_request_error", "method_not_allowed");
   });
 
   it("is a NotFoundError to the openai client", async () => {
@@ -70,14 +60,14 @@ describe("model catalog and access", () => {
     const tenant = await seedTenant({ grants: ["*"] });
     const id = unique("model");
     const response = await chat(tenant, { model: "unknown-model" }, { "x-request-id": id });
-    const message = await expectError(response, 400, "invalid_request_error", "model_not_found", "model");
+    const message = await expectGatewayError(response, 400, "invalid_request_error", "model_not_found", "model");
     expect(message).toBe("Model 'unknown-model' not found.");
     expect(await upstreamRequests(id)).toEqual([]);
   });
 
   it("answers model_not_found for a model id too long to be a KV key", async () => {
     const tenant = await seedTenant();
-    await expectError(await chat(tenant, { model: "m".repeat(600) }), 400, "invalid_request_error", "model_not_found", "model");
+    await expectGatewayError(await chat(tenant, { model: "m".repeat(600) }), 400, "invalid_request_error", "model_not_found", "model");
   });
 
   it("answers 403 model_access_denied when the group does not grant the model", async () => {
@@ -85,7 +75,7 @@ describe("model catalog and access", () => {
     const tenant = await seedTenant({ models: { [unique("model")]: {}, [other]: {} }, grants: [] });
     const id = unique("access");
     const response = await chat(tenant, { model: other }, { "x-request-id": id });
-    await expectError(response, 403, "permission_error", "model_access_denied", "model");
+    await expectGatewayError(response, 403, "permission_error", "model_access_denied", "model");
     expect(await upstreamRequests(id)).toEqual([]);
   });
 
