@@ -27,6 +27,7 @@ export default defineConfig({
           name: "worker",
           include: ["test/*.test.ts"],
           globalSetup: ["./test/global-setup.ts"],
+          setupFiles: ["./test/log-audit.ts"],
           testTimeout: 20_000,
         },
       },

@@ -1,0 +1,26 @@
+import { afterAll, expect } from "vitest";
+
+// Every log line the Worker writes during a test file, checked once the file is done: each is one
+// JSON object of the documented fields, and none carries a credential, whatever the test sent.
+
+const FIELDS = new Set([
+  "request_id", "route", "status", "code", "org", "user", "key_id", "model",
+  "upstream_status", "stream_outcome", "duration_ms", "ttfb_ms", "error",
+]);
+const SECRETS = [/sk-gw-/, /sk-upstream/, /test-admin-token/, /bearer/i, /authorization/i, /cookie/i];
+
+const lines: string[] = [];
+const write = console.log;
+console.log = (...args: unknown[]) => {
+  lines.push(args.map(String).join(" "));
+  write(...args);
+};
+
+afterAll(() => {
+  console.log = write;
+  for (const line of lines) {
+    const record = JSON.parse(line) as Record<string, unknown>;
+    for (const key of Object.keys(record)) expect(FIELDS).toContain(key);
+    for (const secret of SECRETS) expect(line).not.toMatch(secret);
+  }
+});
