@@ -3,76 +3,46 @@
  *
  * An event ends with a blank line; lines end with `\n`, `\r\n` or `\r`. The framer forwards the
  * upstream's bytes unchanged but only up to the end of the last complete event, holding back a
- * partial one. Each byte is scanned once and each held-back byte copied at most once, so a
- * chunk costs time in proportion to its own length, never to what is buffered.
+ * partial one. A chunk is searched once for `\n` and once for `\r`, and each held-back byte is
+ * copied at most once, so a chunk costs time in proportion to its own length, never to what is
+ * buffered.
  */
 
 const LF = 0x0a;
 const CR = 0x0d;
+const EMPTY = new Uint8Array(0);
 
 export interface SseFramerOptions {
-  /** Called with each complete event's bytes (including its blank line), in order. */
+  /**
+   * Called with each complete event's bytes, in order, up to the first byte of its blank line's
+   * ending (so a `\r\n` split across reads changes nothing). A view of memory the caller may
+   * reuse: read it, do not keep it.
+   */
   onEvent?: (event: Uint8Array) => void;
-  /** Called with each chunk as it arrives, before it is framed. */
-  onChunk?: (chunk: Uint8Array) => void;
-  /** Called when the reader of the framed stream goes away (for a response: the client). */
-  onCancel?: (reason: unknown) => void;
 }
 
 /**
- * A TransformStream that emits only whole SSE events. Because everything it has emitted ends at
- * an event boundary, its owner can {@link insert} bytes of its own (a keep-alive comment) or
- * {@link end} the stream with a final frame without ever splitting an upstream event. What the
- * input left unfinished stays in {@link tail}, for the owner to judge.
+ * Cuts a byte stream at event boundaries. {@link push} returns the bytes of the events a chunk
+ * completes, exactly as received; what the input leaves unfinished stays in {@link tail}, for
+ * the owner to judge. Because everything it returns ends at an event boundary, the owner may
+ * write bytes of its own (a keep-alive comment, a final error frame) between two results without
+ * ever splitting an upstream event.
+ *
+ * The result may be a view into the pushed chunk; the bytes held back are always copied. So once
+ * the result has been written, the chunk's buffer may be reused for the next read.
  *
  * @example
- * const framer = new SseFramer({ onEvent: (event) => inspect(event) });
- * upstream.body.pipeTo(framer.writable, { preventClose: true, preventAbort: true })
- *   .then(() => framer.end(), () => framer.end(errorFrame));
- * return new Response(framer.readable);
+ * const framer = new SseFramer({ onEvent: (event) => dialect.observe(event) });
+ * for (const chunk of chunks) {
+ *   const events = framer.push(chunk);
+ *   if (events) await send(events);
+ * }
+ * if (framer.tail.length > 0) {
+ *   // the input ended inside an event
+ * }
  */
-export class SseFramer extends TransformStream<Uint8Array, Uint8Array> {
-  readonly #scanner: EventScanner;
-  readonly #controller: TransformStreamDefaultController<Uint8Array>;
-
-  constructor(options: SseFramerOptions = {}) {
-    const scanner = new EventScanner(options.onEvent);
-    const { onChunk, onCancel } = options;
-    let controller: TransformStreamDefaultController<Uint8Array> | undefined;
-    super({
-      start(c) {
-        controller = c;
-      },
-      transform(chunk, c) {
-        onChunk?.(chunk);
-        const events = scanner.push(chunk);
-        if (events) c.enqueue(events);
-      },
-      cancel: onCancel,
-    });
-    this.#scanner = scanner;
-    this.#controller = controller!;
-  }
-
-  /** The bytes of an event the input has not finished (empty if none). */
-  get tail(): Uint8Array {
-    return this.#scanner.tail();
-  }
-
-  /** Writes `bytes` between two events. */
-  insert(bytes: Uint8Array): void {
-    this.#controller.enqueue(bytes);
-  }
-
-  /** Drops any unfinished event, writes `bytes` if given, and closes the output. */
-  end(bytes?: Uint8Array): void {
-    if (bytes?.length) this.#controller.enqueue(bytes);
-    this.#controller.terminate();
-  }
-}
-
-/** The state machine behind {@link SseFramer}, kept apart so it has no stream machinery. */
-export class EventScanner {
+export class SseFramer {
+  readonly #onEvent: ((event: Uint8Array) => void) | undefined;
   /** Bytes of the event in progress, as received. */
   #held: Uint8Array[] = [];
   #heldLength = 0;
@@ -80,25 +50,27 @@ export class EventScanner {
   #atLineStart = true;
   /** The previous byte was a `\r`: a `\n` now belongs to the same line ending. */
   #afterCR = false;
-  /** That `\r` ended an event, so its `\n` belongs to the event just emitted. */
+  /** That `\r` ended an event, so its `\n` belongs to the event already returned. */
   #crEndedEvent = false;
 
-  constructor(private readonly onEvent?: (event: Uint8Array) => void) {}
+  constructor(options: SseFramerOptions = {}) {
+    this.#onEvent = options.onEvent;
+  }
 
   /**
-   * Takes one chunk; returns the bytes that complete events (as sent), or null. Each event is
-   * reported up to the first byte of its blank line's ending, so a `\r\n` split across reads
-   * changes neither what is reported nor, in sum, what is sent.
+   * Takes the next chunk of the stream; returns the bytes that complete events (held bytes of an
+   * earlier chunk first), or null when the chunk completes none.
    */
   push(chunk: Uint8Array): Uint8Array | null {
+    const length = chunk.length;
     const held = this.#heldLength;
-    // Offsets into `out` (held bytes, then this chunk): events to report as [start, end) pairs,
-    // and where the bytes that may be sent end.
-    const events: number[] | null = this.onEvent ? [] : null;
+    // Offsets into the result (held bytes, then this chunk): events as [start, end) pairs, and
+    // where the bytes that may be sent end.
+    const events: number[] | null = this.#onEvent ? [] : null;
     let sendable = -1;
     let start = 0;
     let i = 0;
-    if (this.#afterCR && chunk.length > 0 && chunk[0] === LF) {
+    if (this.#afterCR && length > 0 && chunk[0] === LF) {
       // The `\n` of a `\r\n` split across reads. If that `\r` ended an event, which has gone
       // out already, the `\n` goes out now as the rest of it.
       if (this.#crEndedEvent) sendable = start = 1;
@@ -106,27 +78,40 @@ export class EventScanner {
     }
     this.#afterCR = false;
     this.#crEndedEvent = false;
-    for (const length = chunk.length; i < length; i++) {
-      const byte = chunk[i]!;
-      if (byte !== LF && byte !== CR) {
-        this.#atLineStart = false;
-        continue;
-      }
-      const lineEndStart = i;
-      if (byte === CR) {
-        if (i + 1 < length) {
-          if (chunk[i + 1] === LF) i++;
-        } else {
+    // Where the current line began while it has no byte yet, else -1: a terminator found right
+    // there ends a blank line.
+    let lineStart = this.#atLineStart ? i : -1;
+    // Terminators are found with the typed array's own indexOf, which runs natively: events are
+    // mostly long lines, and a JavaScript loop over every byte cost about twice as much.
+    let lf = chunk.indexOf(LF, i);
+    let cr = chunk.indexOf(CR, i);
+    while (lf >= 0 || cr >= 0) {
+      let at: number;
+      let end: number;
+      if (cr < 0 || (lf >= 0 && lf < cr)) {
+        at = lf;
+        end = lf + 1;
+        lf = chunk.indexOf(LF, end);
+      } else {
+        at = cr;
+        end = cr + 1;
+        if (end === length) {
           this.#afterCR = true;
+        } else if (chunk[end] === LF) {
+          end++;
+          lf = chunk.indexOf(LF, end);
         }
+        cr = chunk.indexOf(CR, end);
       }
-      if (this.#atLineStart) {
-        events?.push(start, held + lineEndStart + 1);
-        sendable = start = held + i + 1;
+      if (at === lineStart) {
+        events?.push(start, held + at + 1);
+        sendable = start = held + end;
         this.#crEndedEvent = this.#afterCR;
       }
-      this.#atLineStart = true;
+      lineStart = end;
     }
+    this.#atLineStart = lineStart === length;
+
     if (sendable < 0) {
       this.#hold(chunk);
       return null;
@@ -135,19 +120,22 @@ export class EventScanner {
     const out = held ? this.#joinHeld(chunk.subarray(0, cut)) : chunk.subarray(0, cut);
     this.#held = [];
     this.#heldLength = 0;
-    if (cut < chunk.length) this.#hold(chunk.subarray(cut));
-    if (events) for (let e = 0; e < events.length; e += 2) this.onEvent!(out.subarray(events[e], events[e + 1]));
+    if (cut < length) this.#hold(chunk.subarray(cut));
+    if (events) {
+      for (let e = 0; e < events.length; e += 2) this.#onEvent!(out.subarray(events[e], events[e + 1]));
+    }
     return out;
   }
 
-  /** What is left when the input ends: an unfinished event, or nothing. */
-  tail(): Uint8Array {
-    return this.#heldLength ? this.#joinHeld(new Uint8Array(0)) : new Uint8Array(0);
+  /** The bytes of an event the input has not finished (empty if none). */
+  get tail(): Uint8Array {
+    return this.#heldLength ? this.#joinHeld(EMPTY) : EMPTY;
   }
 
   #hold(bytes: Uint8Array) {
     if (bytes.length === 0) return;
-    // Copied, so that a few held bytes do not keep a whole large chunk alive.
+    // Copied: the caller may reuse the chunk's buffer, and a few held bytes should not keep a
+    // whole large chunk alive.
     this.#held.push(bytes.slice());
     this.#heldLength += bytes.length;
   }

@@ -12,6 +12,12 @@ import type { AppEnv } from "./types";
  */
 const TICK_MS = 250;
 const KEEP_ALIVE = new TextEncoder().encode(": keep-alive\n\n");
+/**
+ * The buffer each upstream read fills, reused from read to read. One read returns at most one
+ * HTTP chunk of the upstream's, so this only needs to hold a large chunk whole: a read that has
+ * to split one costs as much again.
+ */
+const READ_BYTES = 32 * 1024;
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length + b.length);
@@ -25,6 +31,16 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
  * breaks, ends without its terminal event or falls silent for STREAM_IDLE_TIMEOUT_MS, the
  * unfinished event is dropped and the dialect's error frames close the stream. A client that
  * leaves cancels the upstream request.
+ *
+ * In workerd every hop between JavaScript and the runtime's streams costs far more than looking
+ * at the bytes, so the hops are kept to one read and one write per upstream chunk: the upstream
+ * body is read with a BYOB reader into one reused buffer, and whole events are written to a
+ * native IdentityTransformStream whose readable side is the response body. A JavaScript
+ * TransformStream fed by pipeTo costs several hops per chunk and gave about a fifth of the
+ * events per second of a plain pipe.
+ *
+ * @example
+ * if (upstream.ok && upstream.body) return streamResponse(c, upstream, abort, config, chatDialect());
  */
 export function streamResponse(
   c: Context<AppEnv>,
@@ -34,36 +50,43 @@ export function streamResponse(
   dialect: StreamDialect,
 ): Response {
   const log = c.var.log;
-  let lastByteAt = Date.now();
-  let lastWriteAt = lastByteAt;
+  const { readable, writable } = new IdentityTransformStream();
+  const writer = writable.getWriter();
+  const framer = new SseFramer({ onEvent: (event) => dialect.observe(event) });
+  // Since when the driver has been waiting on the upstream without a byte: reset by every chunk
+  // and after every write, so that a client slow to take an event never reads as upstream silence.
+  let quietSince = Date.now();
+  let lastWriteAt = quietSince;
+  let writesInFlight = 0;
   let outcome: StreamOutcome | null = null;
   let streamEnded!: () => void;
   log.waitFor(new Promise<void>((resolve) => (streamEnded = resolve)));
 
-  const framer = new SseFramer({
-    onChunk() {
-      lastByteAt = Date.now();
-    },
-    onEvent(event) {
-      log.firstByte();
-      lastWriteAt = lastByteAt;
-      dialect.observe(event);
-    },
-    onCancel() {
+  /** Writes whole events (or a keep-alive) to the client; false when the client has left. */
+  async function write(bytes: Uint8Array): Promise<boolean> {
+    writesInFlight++;
+    lastWriteAt = Date.now();
+    try {
+      await writer.write(bytes);
+      return true;
+    } catch {
+      // The response body was cancelled: the client went away.
       finish("client_cancelled");
-      abort.abort();
-    },
-  });
+      return false;
+    } finally {
+      writesInFlight--;
+    }
+  }
 
   const ticker = setInterval(() => {
     const now = Date.now();
-    if (dialect.finished || now - lastByteAt >= config.streamIdleTimeoutMs) {
-      // Done or silent too long: aborting the upstream request fails the pipe below, which then
-      // ends the stream (complete or interrupted).
+    if (dialect.finished || now - quietSince >= config.streamIdleTimeoutMs) {
+      // Done or silent too long: aborting the upstream request fails the pending read, which
+      // then ends the stream (complete or interrupted).
       abort.abort();
-    } else if (now - lastWriteAt >= TICK_MS) {
-      framer.insert(KEEP_ALIVE);
-      lastWriteAt = now;
+    } else if (writesInFlight === 0 && now - lastWriteAt >= TICK_MS) {
+      // A write in flight will tell of a departed client by itself.
+      void write(KEEP_ALIVE);
     }
   }, TICK_MS);
 
@@ -71,7 +94,12 @@ export function streamResponse(
     if (outcome) return;
     outcome = log.fields.stream_outcome = result;
     clearInterval(ticker);
-    if (result !== "client_cancelled") framer.end(frames);
+    if (result === "client_cancelled") {
+      abort.abort();
+    } else {
+      if (frames?.length) writer.write(frames).catch(() => {});
+      writer.close().catch(() => {});
+    }
     streamEnded();
   }
 
@@ -84,13 +112,32 @@ export function streamResponse(
     else finish("interrupted", dialect.interruption());
   }
 
-  // The upstream's end, clean or not, is ours to turn into frames: the pipe neither closes nor
-  // aborts the framer.
-  upstream.body
-    .pipeTo(framer.writable, { preventClose: true, preventAbort: true })
-    .then(() => settle(true), () => settle(false));
+  async function forward() {
+    const reader = upstream.body.getReader({ mode: "byob" });
+    let buffer = new ArrayBuffer(READ_BYTES);
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(buffer));
+      if (done) return;
+      quietSince = Date.now();
+      const events = framer.push(value);
+      if (events) {
+        log.firstByte();
+        // Awaited: the events may be a view of the buffer, which the next read refills. It is
+        // also the backpressure of a slow client.
+        if (!(await write(events))) return;
+        quietSince = Date.now();
+      }
+      // The read took the buffer over (detached it); this is the same memory, given back.
+      buffer = value.buffer;
+    }
+  }
 
-  return c.body(framer.readable, 200, {
+  forward().then(
+    () => settle(true),
+    () => settle(false),
+  );
+
+  return c.body(readable, 200, {
     "content-type": "text/event-stream",
     "cache-control": "no-cache",
   });

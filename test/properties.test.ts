@@ -7,15 +7,16 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** Runs bytes through a framer in the given pieces: the output text, the events and the tail. */
-async function frame(pieces: Uint8Array[]) {
+function frame(pieces: Uint8Array[]) {
   const events: string[] = [];
   const framer = new SseFramer({ onEvent: (e) => events.push(decoder.decode(e)) });
-  const output = new Response(framer.readable).text();
-  const writer = framer.writable.getWriter();
-  for (const piece of pieces) await writer.write(piece);
-  const tail = decoder.decode(framer.tail);
-  framer.end();
-  return { text: await output, events, tail };
+  let text = "";
+  for (const piece of pieces) {
+    const out = framer.push(piece);
+    // A result always ends at a line ending, so it never splits a UTF-8 character.
+    if (out) text += decoder.decode(out);
+  }
+  return { text, events, tail: decoder.decode(framer.tail) };
 }
 
 /** `bytes` split at the given offsets. */

@@ -4,104 +4,113 @@ import { SseFramer } from "../src/sse";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Pushes `chunks` through a framer; returns each output chunk, the events seen and the tail. */
-async function frame(chunks: Array<string | Uint8Array>) {
+/** Pushes `chunks` through a framer; returns each non-empty result, the events seen and the tail. */
+function frame(chunks: Array<string | Uint8Array>) {
   const events: string[] = [];
   const framer = new SseFramer({ onEvent: (e) => events.push(decoder.decode(e)) });
-  const writer = framer.writable.getWriter();
-  const reader = framer.readable.getReader();
   const outputs: string[] = [];
-  const reading = (async () => {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      outputs.push(decoder.decode(value));
-    }
-  })();
-  for (const chunk of chunks) await writer.write(typeof chunk === "string" ? encoder.encode(chunk) : chunk);
+  for (const chunk of chunks) {
+    const out = framer.push(typeof chunk === "string" ? encoder.encode(chunk) : chunk);
+    if (out) outputs.push(decoder.decode(out));
+  }
   const tail = decoder.decode(framer.tail);
-  framer.end();
-  await reading;
   return { outputs, events, tail, text: outputs.join("") };
 }
 
 describe("SseFramer", () => {
-  it("passes whole events unchanged and holds back a partial one", async () => {
-    const { outputs, events, tail } = await frame(["data: a\n\ndata: b\n\nda", "ta: c\n", "\n"]);
+  it("passes whole events unchanged and holds back a partial one", () => {
+    const { outputs, events, tail } = frame(["data: a\n\ndata: b\n\nda", "ta: c\n", "\n"]);
     expect(outputs).toEqual(["data: a\n\ndata: b\n\n", "data: c\n\n"]);
     expect(events).toEqual(["data: a\n\n", "data: b\n\n", "data: c\n\n"]);
     expect(tail).toBe("");
   });
 
-  it("emits an event as soon as its blank line arrives, not before", async () => {
-    const { outputs } = await frame(["data: a\n", "\n", "data: b\n"]);
+  it("emits an event as soon as its blank line arrives, not before", () => {
+    const { outputs } = frame(["data: a\n", "\n", "data: b\n"]);
     expect(outputs).toEqual(["data: a\n\n"]);
   });
 
-  it("keeps multi-line events whole", async () => {
+  it("keeps multi-line events whole", () => {
     const event = "event: message\nid: 7\ndata: one\ndata: two\n\n";
-    const { events } = await frame([event.slice(0, 10), event.slice(10, 30), event.slice(30)]);
+    const { events } = frame([event.slice(0, 10), event.slice(10, 30), event.slice(30)]);
     expect(events).toEqual([event]);
   });
 
-  it("handles \\r\\n line endings", async () => {
-    const { text, events } = await frame(["data: a\r\n\r\ndata: b\r\n\r\n"]);
+  it("handles \\r\\n line endings", () => {
+    const { text, events } = frame(["data: a\r\n\r\ndata: b\r\n\r\n"]);
     expect(text).toBe("data: a\r\n\r\ndata: b\r\n\r\n");
     // An event is reported up to the first byte of its blank line's ending, however it was split.
     expect(events).toEqual(["data: a\r\n\r", "data: b\r\n\r"]);
   });
 
-  it("handles a \\r\\n split across reads inside an event", async () => {
-    const { events, text } = await frame(["data: a\r", "\n\r\n"]);
+  it("handles a \\r\\n split across reads inside an event", () => {
+    const { events, text } = frame(["data: a\r", "\n\r\n"]);
     expect(events).toEqual(["data: a\r\n\r"]);
     expect(text).toBe("data: a\r\n\r\n");
   });
 
-  it("sends an event at the \\r of its blank line and its \\n with what follows", async () => {
-    const { outputs, events } = await frame(["data: a\r\n\r", "\ndata: b\r\n\r\n"]);
+  it("sends an event at the \\r of its blank line and its \\n with what follows", () => {
+    const { outputs, events } = frame(["data: a\r\n\r", "\ndata: b\r\n\r\n"]);
     expect(outputs).toEqual(["data: a\r\n\r", "\ndata: b\r\n\r\n"]);
     expect(events).toEqual(["data: a\r\n\r", "data: b\r\n\r"]);
   });
 
-  it("does not count a split \\r\\n as two line endings", async () => {
+  it("does not count a split \\r\\n as two line endings", () => {
     // "data: a\r" + "\n" is one line ending; only the next one makes the blank line.
-    const { outputs } = await frame(["data: a\r", "\n", "data: b\n\n"]);
+    const { outputs } = frame(["data: a\r", "\n", "data: b\n\n"]);
     expect(outputs).toEqual(["data: a\r\ndata: b\n\n"]);
   });
 
-  it("handles \\r line endings", async () => {
-    const { events, tail } = await frame(["data: a\r\rdata: b\r", "\rdata: c\r"]);
+  it("handles \\r line endings", () => {
+    const { events, tail } = frame(["data: a\r\rdata: b\r", "\rdata: c\r"]);
     expect(events).toEqual(["data: a\r\r", "data: b\r\r"]);
     expect(tail).toBe("data: c\r");
   });
 
-  it("keeps multi-byte UTF-8 characters split across reads intact", async () => {
+  it("keeps multi-byte UTF-8 characters split across reads intact", () => {
     const bytes = encoder.encode("data: héllo 🙂\n\n");
     const chunks = Array.from(bytes, (b) => new Uint8Array([b]));
-    const { text, events } = await frame(chunks);
+    const { text, events } = frame(chunks);
     expect(text).toBe("data: héllo 🙂\n\n");
     expect(events).toEqual(["data: héllo 🙂\n\n"]);
   });
 
-  it("gives the same output for every chunking of the same bytes", async () => {
+  it("gives the same output for every chunking of the same bytes", () => {
     const stream = "data: {\"a\":1}\r\n\r\n: comment\n\nevent: x\rdata: é\r\rdata: [DONE]\n\ndata: part";
-    const whole = await frame([stream]);
+    const whole = frame([stream]);
     for (let cut = 1; cut < stream.length; cut++) {
-      const split = await frame([stream.slice(0, cut), stream.slice(cut)]);
+      const split = frame([stream.slice(0, cut), stream.slice(cut)]);
       expect(split.text).toBe(whole.text);
       expect(split.events).toEqual(whole.events);
       expect(split.tail).toBe("data: part");
     }
   });
 
-  it("lets the owner insert bytes and end the stream only between events", async () => {
+  it("returns null for a chunk that completes no event", () => {
     const framer = new SseFramer();
-    const writer = framer.writable.getWriter();
-    const reading = new Response(framer.readable).text();
-    await writer.write(encoder.encode("data: a\n\ndata: par"));
-    framer.insert(encoder.encode(": keep-alive\n\n"));
-    framer.end(encoder.encode("event: error\ndata: x\n\n"));
-    const text = await reading;
-    expect(text).toBe("data: a\n\n: keep-alive\n\nevent: error\ndata: x\n\n");
+    expect(framer.push(encoder.encode("data: a\n"))).toBeNull();
+    expect(framer.push(new Uint8Array(0))).toBeNull();
+    expect(decoder.decode(framer.push(encoder.encode("\n"))!)).toBe("data: a\n\n");
+  });
+
+  it("copies what it holds back, so the caller may refill a chunk's buffer once it has sent the result", () => {
+    // The stream driver reads every upstream chunk into the same buffer.
+    const buffer = new Uint8Array(32);
+    const read = (text: string) => {
+      const bytes = encoder.encode(text);
+      buffer.fill(0x78);
+      buffer.set(bytes);
+      return buffer.subarray(0, bytes.length);
+    };
+    const framer = new SseFramer();
+    const first = framer.push(read("data: a\n\ndata: par"));
+    expect(decoder.decode(first!)).toBe("data: a\n\n");
+    expect(first!.buffer).toBe(buffer.buffer);
+    // Nothing completes in the next two reads, and what is held survives each refill.
+    expect(framer.push(read("tial\r"))).toBeNull();
+    expect(framer.push(read("\n"))).toBeNull();
+    expect(decoder.decode(framer.tail)).toBe("data: partial\r\n");
+    expect(decoder.decode(framer.push(read("\ndata: b"))!)).toBe("data: partial\r\n\n");
+    expect(decoder.decode(framer.tail)).toBe("data: b");
   });
 });
