@@ -1,7 +1,7 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import OpenAI from "openai";
-import { expect } from "vitest";
+import { afterEach, beforeEach, expect, vi, type MockInstance } from "vitest";
 import { hashKey } from "../src/auth";
 import worker from "../src/index";
 import type { Env } from "../src/types";
@@ -153,4 +153,20 @@ export async function expectGatewayError(
   const body = await response.json<{ error: { message: string } }>();
   expect(body).toEqual(envelope(type, code, param));
   return body.error.message;
+}
+
+/**
+ * Captures the Worker's log lines during each test of the calling block; the returned function
+ * gives the lines written for one request id.
+ */
+export function captureLogLines(): (requestId: string) => Array<Record<string, unknown>> {
+  let spy: MockInstance<typeof console.log>;
+  beforeEach(() => {
+    spy = vi.spyOn(console, "log");
+  });
+  afterEach(() => spy.mockRestore());
+  return (requestId) =>
+    spy.mock.calls
+      .map((args) => JSON.parse(String(args[0])) as Record<string, unknown>)
+      .filter((line) => line.request_id === requestId);
 }

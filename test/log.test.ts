@@ -1,5 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
-import { chat, gateway, seedTenant, unique } from "./helpers";
+import { describe, expect, it } from "vitest";
+import { captureLogLines, chat, gateway, seedTenant, unique } from "./helpers";
 
 const FIELDS = [
   "request_id",
@@ -16,20 +16,7 @@ const FIELDS = [
   "ttfb_ms",
 ].sort();
 
-let log: MockInstance<typeof console.log>;
-beforeEach(() => {
-  log = vi.spyOn(console, "log");
-});
-afterEach(() => {
-  log.mockRestore();
-});
-
-/** The JSON lines the Worker wrote for `requestId`. */
-function linesFor(requestId: string): Array<Record<string, unknown>> {
-  return log.mock.calls
-    .map((args) => JSON.parse(String(args[0])) as Record<string, unknown>)
-    .filter((line) => line.request_id === requestId);
-}
+const linesFor = captureLogLines();
 
 describe("log line", () => {
   it("writes one line with every documented field for a proxied request", async () => {

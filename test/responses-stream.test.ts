@@ -1,8 +1,8 @@
 import { env } from "cloudflare:workers";
-import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import OpenAI, { type APIError } from "openai";
 import { responsesDialect } from "../src/stream-dialects";
-import { cued, mockStats, openai, responses, seedTenant, unique, type Tenant } from "./helpers";
+import { captureLogLines, cued, mockStats, openai, responses, seedTenant, unique, type Tenant } from "./helpers";
 import { cutsFor, eventEndsInBytes, expectedAfterCut, withoutKeepAlives } from "./sse-reference";
 
 /** The frames that end an interrupted Responses stream, spelled out as CONTRACT.md "Streaming" has them. */
@@ -268,14 +268,8 @@ describe("Responses streams with the openai client", () => {
 });
 
 describe("Responses streams that fall silent or lose their client", () => {
-  let log: MockInstance<typeof console.log>;
-  beforeEach(() => {
-    log = vi.spyOn(console, "log");
-  });
-  afterEach(() => log.mockRestore());
-
-  const lineFor = (id: string) =>
-    log.mock.calls.map((args) => JSON.parse(String(args[0]))).find((line) => line.request_id === id);
+  const linesFor = captureLogLines();
+  const lineFor = (id: string) => linesFor(id)[0];
 
   it("ends a silent stream after STREAM_IDLE_TIMEOUT_MS with the frames, and closes the upstream", async () => {
     const tenant = await seedTenant();

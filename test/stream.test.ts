@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
-import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import OpenAI, { type APIError } from "openai";
-import { chat, cued, mockStats, openai, seedTenant, unique, type Tenant } from "./helpers";
+import { captureLogLines, chat, cued, mockStats, openai, seedTenant, unique, type Tenant } from "./helpers";
 import { cutsFor, eventEnds, expectedAfterCut, withoutKeepAlives } from "./sse-reference";
 
 const ERROR_FRAME =
@@ -144,14 +144,8 @@ describe("streaming with the openai client", () => {
 });
 
 describe("idle upstreams and departed clients", () => {
-  let log: MockInstance<typeof console.log>;
-  beforeEach(() => {
-    log = vi.spyOn(console, "log");
-  });
-  afterEach(() => log.mockRestore());
-
-  const lineFor = (id: string) =>
-    log.mock.calls.map((args) => JSON.parse(String(args[0]))).find((line) => line.request_id === id);
+  const linesFor = captureLogLines();
+  const lineFor = (id: string) => linesFor(id)[0];
 
   it("ends a silent stream after STREAM_IDLE_TIMEOUT_MS, with keep-alives meanwhile, and closes the upstream", async () => {
     const tenant = await seedTenant();

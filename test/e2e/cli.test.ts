@@ -3,14 +3,13 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLocalGateway } from "../../scripts/local-gateway.mjs";
-
-type LocalGateway = Awaited<ReturnType<typeof startLocalGateway>>;
+import { ADMIN_TOKEN, type LocalGateway } from "./harness";
 
 const CLI = join(import.meta.dirname, "..", "..", "scripts", "admin.mjs");
 
 let gateway: LocalGateway;
 beforeAll(async () => {
-  gateway = await startLocalGateway({ adminToken: "e2e-admin-token" });
+  gateway = await startLocalGateway({ adminToken: ADMIN_TOKEN });
 }, 60_000);
 afterAll(() => gateway?.close());
 
@@ -24,7 +23,7 @@ interface CliResult {
 async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   try {
     const { stdout, stderr } = await promisify(execFile)(process.execPath, [CLI, ...args], {
-      env: { ...process.env, GATEWAY_URL: gateway.url, ADMIN_TOKEN: "e2e-admin-token", ...env },
+      env: { ...process.env, GATEWAY_URL: gateway.url, ADMIN_TOKEN, ...env },
     });
     return { code: 0, stdout, stderr };
   } catch (error) {

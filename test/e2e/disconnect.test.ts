@@ -1,19 +1,14 @@
 import { request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AdminClient } from "../../scripts/admin-client.mjs";
-import { startLocalGateway } from "../../scripts/local-gateway.mjs";
+import { startWithTenant, type LocalGateway } from "./harness";
 
 // A real TCP client leaving mid-stream: the runtime only notices when a write to it fails, which
 // is what the gateway's keep-alives are for. (Inside vitest's pool the client is in-process.)
 
-let gateway: Awaited<ReturnType<typeof startLocalGateway>>;
+let gateway: LocalGateway;
 let key: string;
 beforeAll(async () => {
-  gateway = await startLocalGateway({ adminToken: "e2e-admin-token" });
-  const admin = new AdminClient(gateway.url, "e2e-admin-token");
-  await admin.putModel("m", {});
-  await admin.putGroup("g", ["*"]);
-  ({ key } = await admin.createKey({ org: "o", user: "u", group: "g" }));
+  ({ gateway, key } = await startWithTenant());
 }, 60_000);
 afterAll(() => gateway?.close());
 
