@@ -66,12 +66,15 @@ const SCENARIOS = [
   { name: "unknown model", weight: 2, body: { model: "nope" }, expect: [400] },
   { name: "bad key", weight: 2, body: {}, key: "sk-gw-wrong", expect: [401] },
 ];
-const WEIGHTS = SCENARIOS.reduce((sum, s) => sum + s.weight, 0);
+// SOAK_ONLY="stream,completion" narrows the mix, to see which kind of request costs what.
+const ONLY = process.env.SOAK_ONLY?.split(",");
+const MIX = ONLY ? SCENARIOS.filter((s) => ONLY.includes(s.name)) : SCENARIOS;
+const WEIGHTS = MIX.reduce((sum, s) => sum + s.weight, 0);
 
 function pick(r) {
   let x = r() * WEIGHTS;
-  for (const scenario of SCENARIOS) if ((x -= scenario.weight) < 0) return scenario;
-  return SCENARIOS[0];
+  for (const scenario of MIX) if ((x -= scenario.weight) < 0) return scenario;
+  return MIX[0];
 }
 
 async function run(url, key, scenario, r) {
