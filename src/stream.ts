@@ -80,7 +80,9 @@ export function streamResponse(
 
   const ticker = setInterval(() => {
     const now = Date.now();
-    if (dialect.finished || now - quietSince >= config.streamIdleTimeoutMs) {
+    // While a write is pending the driver waits on the client, not on the upstream.
+    const silent = writesInFlight === 0 && now - quietSince >= config.streamIdleTimeoutMs;
+    if (dialect.finished || silent) {
       // Done or silent too long: aborting the upstream request fails the pending read, which
       // then ends the stream (complete or interrupted).
       abort.abort();

@@ -164,6 +164,18 @@ describe("idle upstreams and departed clients", () => {
     await vi.waitFor(() => expect(lineFor(id)).toMatchObject({ stream_outcome: "interrupted", status: 200 }));
   });
 
+  it("does not take a client slow to read for a silent upstream", async () => {
+    const tenant = await seedTenant();
+    const response = await streamChat(tenant, { events: 300 });
+    const reader = response.body!.getReader();
+    let text = new TextDecoder().decode((await reader.read()).value);
+    // Longer than STREAM_IDLE_TIMEOUT_MS (1000 in vitest.config.ts) without reading.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) text += new TextDecoder().decode(chunk.value);
+    expect(text).not.toContain("stream_error");
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+  });
+
   it("cancels the upstream within a second of the client leaving", async () => {
     const tenant = await seedTenant();
     const id = unique("cancel");
