@@ -11,6 +11,9 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./wrangler.toml" },
+            // workerd's own report of every upstream connection the fault sweeps break (thousands,
+            // each handled by the gateway) would bury the test output.
+            verbose: false,
             miniflare: {
               bindings: {
                 // The real local mock upstream that test/global-setup.ts starts.
