@@ -25,8 +25,8 @@ export type Admission =
 const admissionKey = (at: number, seq: number) => `a:${String(at).padStart(15, "0")}:${String(seq).padStart(9, "0")}`;
 const admissionTime = (key: string) => Number(key.slice(2, 17));
 const revocationKey = (keyId: string) => `r:${keyId}`;
-// Storage deletes take at most 128 keys at a time.
-const DELETE_BATCH = 128;
+// Storage puts and deletes take at most 128 keys at a time.
+const STORAGE_BATCH = 128;
 
 /**
  * One instance per org counts the org and all of its users, so a request is admitted against
@@ -34,8 +34,10 @@ const DELETE_BATCH = 128;
  *
  * Each scope keeps a sliding log of admission times: at most `limit` admissions in any 60 s.
  * Memory holds the logs and decides; storage keeps a copy of every admission so a restart loses no
- * counts. Admissions are written without waiting for confirmation: the answer does not depend on
- * them, and waiting would put a storage round trip on every request.
+ * counts. Admissions are written just after the answer, in batches and without waiting for
+ * confirmation: the answer does not depend on them, and a write per answer was most of the
+ * gateway's added latency (benchmark: +1.7 ms at concurrency 1 with it, +1.2 ms without). Only a
+ * crash within the same instant can lose an admission.
  *
  * Because every request that would reach the upstream asks this object first, it also holds the
  * org's recent key revocations: a revoked key stops here at once, everywhere, while KV and the
@@ -47,6 +49,9 @@ export class RateLimiter extends DurableObject<Env> {
   /** Storage keys of the admissions still in the window, oldest first. */
   private readonly stored: string[] = [];
   private seq = 0;
+  /** Admissions not yet handed to storage, by storage key. */
+  private unsaved: Record<string, string> = {};
+  private saving = false;
   private lastSweep = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -90,9 +95,18 @@ export class RateLimiter extends DurableObject<Env> {
     return log[log.length - limit]! + WINDOW_MS - now;
   }
 
+  private save() {
+    const entries = Object.entries(this.unsaved);
+    this.unsaved = {};
+    this.saving = false;
+    for (let i = 0; i < entries.length; i += STORAGE_BATCH) {
+      void this.ctx.storage.put(Object.fromEntries(entries.slice(i, i + STORAGE_BATCH)), { allowUnconfirmed: true });
+    }
+  }
+
   private async forget(keys: string[]) {
-    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
-      await this.ctx.storage.delete(keys.slice(i, i + DELETE_BATCH), { allowUnconfirmed: true });
+    for (let i = 0; i < keys.length; i += STORAGE_BATCH) {
+      await this.ctx.storage.delete(keys.slice(i, i + STORAGE_BATCH), { allowUnconfirmed: true });
     }
   }
 
@@ -123,7 +137,12 @@ export class RateLimiter extends DurableObject<Env> {
     userLog.push(now);
     const key = admissionKey(now, this.seq++);
     this.stored.push(key);
-    void this.ctx.storage.put(key, user, { allowUnconfirmed: true });
+    this.unsaved[key] = user;
+    if (!this.saving) {
+      this.saving = true;
+      // After this answer has gone: under load one write carries many admissions.
+      setTimeout(() => this.save(), 0);
+    }
     this.prune(now);
     return { admitted: true };
   }
