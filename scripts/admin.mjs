@@ -115,17 +115,22 @@ async function main(argv) {
   return 0;
 }
 
+// exitCode rather than exit(): output to a pipe may still be on its way out.
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => {
+    process.exitCode = code;
+  },
   (error) => {
     if (error instanceof UsageError || error?.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" || error?.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
       console.error(`error: ${error.message}\nRun 'npm run admin -- --help' for usage.`);
-      process.exit(2);
+      process.exitCode = 2;
+      return;
     }
     if (error instanceof AdminError) {
       const detail = [error.code, error.param && `param ${error.param}`].filter(Boolean).join(", ");
       console.error(`error: ${error.message}${detail ? ` (${detail})` : ""}`);
-      process.exit(1);
+      process.exitCode = 1;
+      return;
     }
     throw error;
   },

@@ -91,26 +91,37 @@ export async function gatewayWorker({ bundle, vars, name = "gateway", routes }) 
  */
 export async function startLocalGateway({ adminToken, vars = {}, onLog } = {}) {
   const upstream = await startMockUpstream();
-  const bundle = await buildGateway();
-  const mf = new Miniflare(
-    convertV4MiniflareOptions({
-      port: 0,
-      logRequests: false,
-      handleStructuredLogs: onLog ?? (() => {}),
-      workers: [
-        await gatewayWorker({
-          bundle,
-          vars: {
-            UPSTREAM_BASE_URL: upstream.baseUrl,
-            UPSTREAM_API_KEY: "sk-upstream-local",
-            ...(adminToken ? { ADMIN_TOKEN: adminToken } : {}),
-            ...vars,
-          },
-        }),
-      ],
-    }),
-  );
-  const url = (await mf.ready).origin;
+  let bundle;
+  let mf;
+  let url;
+  try {
+    bundle = await buildGateway();
+    mf = new Miniflare(
+      convertV4MiniflareOptions({
+        port: 0,
+        logRequests: false,
+        handleStructuredLogs: onLog ?? (() => {}),
+        workers: [
+          await gatewayWorker({
+            bundle,
+            vars: {
+              UPSTREAM_BASE_URL: upstream.baseUrl,
+              UPSTREAM_API_KEY: "sk-upstream-local",
+              ...(adminToken ? { ADMIN_TOKEN: adminToken } : {}),
+              ...vars,
+            },
+          }),
+        ],
+      }),
+    );
+    url = (await mf.ready).origin;
+  } catch (error) {
+    // Nothing left running behind a failed start: a test process would otherwise hang on it.
+    await mf?.dispose();
+    await upstream.close();
+    await bundle?.remove();
+    throw error;
+  }
   return {
     url,
     upstream,

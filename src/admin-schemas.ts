@@ -15,6 +15,7 @@ export const entityId = v.pipe(
 export const modelId = v.pipe(
   v.string("must be a string"),
   v.regex(/^[^\s\u0000-\u001f*]{1,200}$/, "must be 1-200 characters without whitespace or '*'"),
+  v.maxBytes(200, "must be at most 200 bytes"),
 );
 
 const rpm = v.pipe(
@@ -28,7 +29,14 @@ export const createKeyBody = v.strictObject({
   org: entityId,
   user: entityId,
   group: entityId,
-  name: v.optional(v.pipe(v.string("must be a string"), v.maxLength(200, "must be at most 200 characters"))),
+  // Bytes, not characters: the key record travels as KV metadata, which holds at most 1,024.
+  name: v.optional(
+    v.pipe(
+      v.string("must be a string"),
+      v.maxBytes(200, "must be at most 200 bytes"),
+      v.regex(/^[^\p{Cc}]*$/u, "must not contain control characters"),
+    ),
+  ),
 });
 
 export const modelBody = v.strictObject({

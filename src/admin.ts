@@ -1,5 +1,6 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { bearerAuth } from "hono/bearer-auth";
+import { denyAll } from "./auth";
 import { limitBody, parseBody } from "./body";
 import type { GroupRecord, ModelRecord } from "./catalog";
 import { GatewayError } from "./errors";
@@ -13,10 +14,6 @@ import * as v from "valibot";
 
 const MAX_ADMIN_BODY_BYTES = 64 * 1024;
 
-const deny = (): never => {
-  throw new GatewayError("unauthorized");
-};
-
 /**
  * `Authorization: Bearer $ADMIN_TOKEN`, compared in constant time (hono hashes both sides before
  * comparing). Without ADMIN_TOKEN the whole admin tree does not exist.
@@ -25,12 +22,7 @@ function adminAuth(): MiddlewareHandler<AppEnv> {
   return async function adminAuth(c, next) {
     const token = c.env.ADMIN_TOKEN;
     if (!token) throw new GatewayError("not_found");
-    const check = bearerAuth<AppEnv>({
-      token,
-      noAuthenticationHeader: { message: deny },
-      invalidAuthenticationHeader: { message: deny },
-      invalidToken: { message: deny },
-    });
+    const check = bearerAuth<AppEnv>({ token, ...denyAll });
     return check(c, next);
   };
 }

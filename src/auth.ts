@@ -28,27 +28,31 @@ export async function hashKey(key: string): Promise<string> {
 /** The KV key under which an API key's record lives. */
 export const keyRecordKey = (hash: string) => `key:${hash}`;
 
-// Every cause (no header, malformed header, unknown or revoked key) gets the same 401.
-const deny = (): never => {
-  throw new GatewayError("unauthorized");
-};
+/**
+ * hono's bearerAuth answers each failure (no header, malformed header, wrong token) with its own
+ * response; these make every one of them the contract's single 401.
+ */
+export const denyAll = (() => {
+  const deny = (): never => {
+    throw new GatewayError("unauthorized");
+  };
+  return { noAuthenticationHeader: { message: deny }, invalidAuthenticationHeader: { message: deny }, invalidToken: { message: deny } };
+})();
 
 /**
  * Authenticates `Authorization: Bearer <key>` against GATEWAY_KV and leaves the key's record in
- * `c.var.apiKey`.
+ * `c.get("apiKey")`.
  */
 export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
   return bearerAuth<AppEnv>({
-    noAuthenticationHeader: { message: deny },
-    invalidAuthenticationHeader: { message: deny },
-    invalidToken: { message: deny },
+    ...denyAll,
     verifyToken: async (token, c) => {
       const hash = await hashKey(token);
       const record = await readRecord<ApiKeyRecord>(c.env.GATEWAY_KV, keyRecordKey(hash));
       if (!record || record.revoked_at) return false;
       c.set("apiKey", record);
       c.set("apiKeyHash", hash);
-      Object.assign(c.var.log.fields, { org: record.org, user: record.user, key_id: record.id });
+      Object.assign(c.get("log").fields, { org: record.org, user: record.user, key_id: record.id });
       return true;
     },
   });

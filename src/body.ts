@@ -91,7 +91,6 @@ export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
     const body: GatewayBody = parseBody(schema, raw);
     c.set("rawBody", raw);
     c.set("body", body);
-    c.var.log.fields.model = body.model;
     await next();
   };
 }

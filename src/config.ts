@@ -16,8 +16,17 @@ function positiveInt(value: string | undefined, fallback: number): number {
   return Number.isSafeInteger(n) && n > 0 ? n : fallback;
 }
 
+// One env object serves many requests of an isolate; parse it once.
+const parsed = new WeakMap<Env, Config>();
+
 /** Reads the `[vars]` and secrets of wrangler.toml (or `wrangler dev --var`) into typed settings. */
 export function readConfig(env: Env): Config {
+  let config = parsed.get(env);
+  if (!config) parsed.set(env, (config = parse(env)));
+  return config;
+}
+
+function parse(env: Env): Config {
   return {
     upstreamBaseUrl: env.UPSTREAM_BASE_URL.replace(/\/+$/, ""),
     upstreamApiKey: env.UPSTREAM_API_KEY || undefined,

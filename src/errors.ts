@@ -1,6 +1,5 @@
 import type { Context } from "hono";
 import type { AppEnv } from "./types";
-import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 
 /**
@@ -78,12 +77,6 @@ export class GatewayError extends Error {
 /** Maps anything thrown inside the pipeline to the error the caller sees. */
 function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
-  // Hono's own middleware (bearer auth, body limit) throw HTTPException; their statuses have
-  // our meaning, but never their bodies.
-  if (err instanceof HTTPException) {
-    if (err.status === 401) return new GatewayError("unauthorized");
-    if (err.status === 413) return new GatewayError("request_too_large");
-  }
   return new GatewayError("internal_error");
 }
 
@@ -108,7 +101,7 @@ function errorResponse(c: Context, err: GatewayError): Response {
  */
 export function handleError(err: unknown, c: Context<AppEnv>): Response {
   const error = toGatewayError(err);
-  const log = c.var.log.fields;
+  const log = c.get("log").fields;
   log.code = error.code;
   if (error.code === "internal_error") log.error = err instanceof Error ? err.name : typeof err;
   return errorResponse(c, error);

@@ -7,7 +7,7 @@ import { checkAccess, resolveModel } from "./catalog";
 import { GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
 import { listModels } from "./models";
-import { rateLimit } from "./rate-limiter";
+import { rateLimit, refuseRevoked } from "./rate-limiter";
 import { methodNotAllowed } from "./routing";
 import { chatCompletionBody, responsesBody, type BodySchema } from "./schemas";
 import { chatDialect, responsesDialect, type StreamDialect } from "./stream-dialects";
@@ -29,7 +29,7 @@ const pipeline = (schema: BodySchema, path: string, dialect: () => StreamDialect
 
 app.post("/v1/chat/completions", ...pipeline(chatCompletionBody, "/chat/completions", chatDialect));
 app.post("/v1/responses", ...pipeline(responsesBody, "/responses", responsesDialect));
-app.get("/v1/models", apiKeyAuth(), listModels);
+app.get("/v1/models", apiKeyAuth(), refuseRevoked(), listModels);
 
 app.route("/admin", admin);
 

@@ -1,5 +1,5 @@
 import { hashKey, keyRecordKey, type ApiKeyRecord } from "./auth";
-import { forgetRecord, listEntries } from "./kv";
+import { forgetRecord, isStorableKey, listEntries } from "./kv";
 import { orgGate } from "./rate-limiter";
 import type { Env } from "./types";
 
@@ -17,6 +17,11 @@ function randomBase62(length: number): string {
 }
 
 const keyIdKey = (id: string) => `keyid:${id}`;
+
+// KV metadata holds at most 1,024 bytes of JSON; a record that would not fit is listed by reading it.
+const MAX_METADATA_BYTES = 1024;
+const asMetadata = (record: ApiKeyRecord) =>
+  new TextEncoder().encode(JSON.stringify(record)).byteLength <= MAX_METADATA_BYTES ? { metadata: record } : {};
 
 export interface NewKey {
   org: string;
@@ -36,7 +41,7 @@ export async function createKey(kv: KVNamespace, fields: NewKey): Promise<{ key:
   const record: ApiKeyRecord = { id: `key_${randomBase62(20)}`, ...fields, created_at: new Date().toISOString() };
   // The id entry first: if the second write fails, what remains points at nothing.
   await kv.put(keyIdKey(record.id), JSON.stringify({ hash }));
-  await kv.put(keyRecordKey(hash), JSON.stringify(record), { metadata: record });
+  await kv.put(keyRecordKey(hash), JSON.stringify(record), asMetadata(record));
   return { key, record };
 }
 
@@ -56,6 +61,7 @@ export async function listKeys(kv: KVNamespace, org?: string): Promise<ApiKeyRec
  * working at once everywhere; then in KV. Returns null for an unknown id.
  */
 export async function revokeKey(env: Env, id: string): Promise<ApiKeyRecord | null> {
+  if (!isStorableKey(keyIdKey(id))) return null;
   const kv = env.GATEWAY_KV;
   const pointer = await kv.get<{ hash: string }>(keyIdKey(id), "json");
   const record = pointer && (await kv.get<ApiKeyRecord>(keyRecordKey(pointer.hash), "json"));
@@ -63,7 +69,7 @@ export async function revokeKey(env: Env, id: string): Promise<ApiKeyRecord | nu
   if (record.revoked_at) return record;
   await orgGate(env, record.org).revoke(record.id);
   const revoked = { ...record, revoked_at: new Date().toISOString() };
-  await kv.put(keyRecordKey(pointer.hash), JSON.stringify(revoked), { metadata: revoked });
+  await kv.put(keyRecordKey(pointer.hash), JSON.stringify(revoked), asMetadata(revoked));
   forgetRecord(keyRecordKey(pointer.hash));
   return revoked;
 }

@@ -14,6 +14,13 @@ interface Entry {
 
 const entries = new Map<string, Entry>();
 
+// KV refuses keys over 512 bytes: no record can live under a longer one.
+const MAX_KEY_BYTES = 512;
+const encoder = new TextEncoder();
+
+/** Whether `key` can name a KV entry at all. */
+export const isStorableKey = (key: string) => encoder.encode(key).byteLength <= MAX_KEY_BYTES;
+
 /**
  * The JSON record stored under `key`, from the isolate's cache when fresh. Absent records are not
  * cached, so a record written a moment ago is found on the next request.
@@ -29,7 +36,8 @@ export async function readRecord<T>(kv: KVNamespace, key: string): Promise<T | n
   if (value === null) {
     entries.delete(key);
   } else {
-    // Oldest first: a Map iterates in insertion order.
+    // Re-inserted, so a Map's insertion order keeps the least recently fetched first.
+    entries.delete(key);
     if (entries.size >= MAX_ENTRIES) entries.delete(entries.keys().next().value!);
     entries.set(key, { value, expires: now + TTL_MS });
   }

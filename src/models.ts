@@ -14,7 +14,7 @@ async function catalogIds(kv: KVNamespace): Promise<string[]> {
  */
 export const listModels: Handler<AppEnv> = async (c) => {
   const kv = c.env.GATEWAY_KV;
-  const group = await readRecord<GroupRecord>(kv, `group:${c.var.apiKey.group}`);
+  const group = await readRecord<GroupRecord>(kv, `group:${c.get("apiKey").group}`);
   const granted = group?.models ?? [];
   const ids = granted.includes("*") ? await catalogIds(kv) : granted;
   const records = await Promise.all(ids.map((id) => readRecord<ModelRecord>(kv, `model:${id}`)));

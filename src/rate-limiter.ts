@@ -100,7 +100,8 @@ export class RateLimiter extends DurableObject<Env> {
     this.unsaved = {};
     this.saving = false;
     for (let i = 0; i < entries.length; i += STORAGE_BATCH) {
-      void this.ctx.storage.put(Object.fromEntries(entries.slice(i, i + STORAGE_BATCH)), { allowUnconfirmed: true });
+      // A failed write resets the object; there is nothing to add here.
+      this.ctx.storage.put(Object.fromEntries(entries.slice(i, i + STORAGE_BATCH)), { allowUnconfirmed: true }).catch(() => {});
     }
   }
 
@@ -114,7 +115,7 @@ export class RateLimiter extends DurableObject<Env> {
   private prune(now: number) {
     let expired = 0;
     while (expired < this.stored.length && admissionTime(this.stored[expired]!) <= now - WINDOW_MS) expired++;
-    if (expired) void this.forget(this.stored.splice(0, expired));
+    if (expired) this.forget(this.stored.splice(0, expired)).catch(() => {});
     if (now - this.lastSweep < WINDOW_MS) return;
     this.lastSweep = now;
     for (const scope of this.logs.keys()) if (this.recent(scope, now).length === 0) this.logs.delete(scope);
@@ -147,6 +148,11 @@ export class RateLimiter extends DurableObject<Env> {
     return { admitted: true };
   }
 
+  /** Whether `keyId` has been revoked (for routes that count nothing). */
+  isRevoked(keyId: string): boolean {
+    return this.revoked.has(keyId);
+  }
+
   /** Refuses `keyId` from now on; durable before it returns. */
   async revoke(keyId: string): Promise<void> {
     this.revoked.add(keyId);
@@ -157,10 +163,25 @@ export class RateLimiter extends DurableObject<Env> {
 /** The org's RateLimiter. */
 export const orgGate = (env: Env, org: string) => env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(org));
 
+/**
+ * For routes that reach no upstream and so skip the rate limit (`/v1/models`): a revoked key is
+ * refused even while KV and this isolate's cache still hold its old record.
+ */
+export function refuseRevoked(): MiddlewareHandler<AppEnv> {
+  return async function refuseRevoked(c, next) {
+    const { id, org } = c.get("apiKey");
+    if (await orgGate(c.env, org).isRevoked(id)) {
+      forgetRecord(keyRecordKey(c.get("apiKeyHash")));
+      throw new GatewayError("unauthorized");
+    }
+    await next();
+  };
+}
+
 /** Step 6: the org and user limits, counted in the org's RateLimiter, which also refuses revoked keys. */
 export function rateLimit(): MiddlewareHandler<AppEnv> {
   return async function rateLimit(c, next) {
-    const { id, org, user } = c.var.apiKey;
+    const { id, org, user } = c.get("apiKey");
     const config = readConfig(c.env);
     const limits = await readRecord<OrgRecord>(c.env.GATEWAY_KV, `org:${org}`);
     const orgLimit = limits?.requests_per_minute ?? config.defaultOrgRpm;
@@ -174,7 +195,7 @@ export function rateLimit(): MiddlewareHandler<AppEnv> {
     });
     if (admission.admitted) return next();
     if (admission.revoked) {
-      forgetRecord(keyRecordKey(c.var.apiKeyHash));
+      forgetRecord(keyRecordKey(c.get("apiKeyHash")));
       throw new GatewayError("unauthorized");
     }
     const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));

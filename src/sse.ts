@@ -63,6 +63,9 @@ export class SseFramer {
    */
   push(chunk: Uint8Array): Uint8Array | null {
     const length = chunk.length;
+    // Nothing to look at, and nothing to forget: a `\r` at the end of the last chunk still waits
+    // for the byte after it.
+    if (length === 0) return null;
     const held = this.#heldLength;
     // Offsets into the result (held bytes, then this chunk): events as [start, end) pairs, and
     // where the bytes that may be sent end.

@@ -49,7 +49,7 @@ export function streamResponse(
   config: Config,
   dialect: StreamDialect,
 ): Response {
-  const log = c.var.log;
+  const log = c.get("log");
   const { readable, writable } = new IdentityTransformStream();
   const writer = writable.getWriter();
   const framer = new SseFramer({ onEvent: (event) => dialect.observe(event) });
@@ -86,7 +86,8 @@ export function streamResponse(
       // Done or silent too long: aborting the upstream request fails the pending read, which
       // then ends the stream (complete or interrupted).
       abort.abort();
-    } else if (writesInFlight === 0 && now - lastWriteAt >= TICK_MS) {
+    } else if (writesInFlight === 0 && now - lastWriteAt >= TICK_MS / 2) {
+      // Half a tick: a write just before this tick must not push the next one a whole tick on.
       // A write in flight will tell of a departed client by itself.
       void write(KEEP_ALIVE);
     }
@@ -99,7 +100,10 @@ export function streamResponse(
     if (result === "client_cancelled") {
       abort.abort();
     } else {
-      if (frames?.length) writer.write(frames).catch(() => {});
+      if (frames?.length) {
+        log.firstByte();
+        writer.write(frames).catch(() => {});
+      }
       writer.close().catch(() => {});
     }
     streamEnded();
@@ -107,6 +111,7 @@ export function streamResponse(
 
   /** The upstream has ended, cleanly or not: complete the stream or mark it interrupted. */
   function settle(cleanEnd: boolean) {
+    if (outcome) return;
     if (dialect.finished) return finish("complete");
     const tail = framer.tail;
     const ending = cleanEnd ? dialect.completeTail(tail) : null;

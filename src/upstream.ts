@@ -10,9 +10,9 @@ const PASSED_HEADERS = ["content-type", "retry-after"] as const;
 
 /** The body to send: the caller's own bytes, unless the catalog renames the model. */
 function upstreamBody(c: Context<AppEnv>): BodyInit {
-  const rename = c.var.model.upstream_model;
-  if (!rename || rename === c.var.body.model) return c.var.rawBody;
-  return JSON.stringify({ ...c.var.body, model: rename });
+  const rename = c.get("model").upstream_model;
+  if (!rename || rename === c.get("body").model) return c.get("rawBody");
+  return JSON.stringify({ ...c.get("body"), model: rename });
 }
 
 /** Only these request headers reach the upstream: never the caller's credentials or cookies. */
@@ -51,12 +51,19 @@ function passedHeaders(upstream: Response): Record<string, string> {
   return headers;
 }
 
-/** Reads a whole non-streaming body; a body the upstream breaks off counts as unreachable. */
-async function readAll(upstream: Response): Promise<ArrayBuffer> {
+/**
+ * Reads a whole non-streaming body. A body the upstream breaks off counts as unreachable; one
+ * still incomplete STREAM_IDLE_TIMEOUT_MS after its headers, as a timeout.
+ */
+async function readAll(upstream: Response, abort: AbortController, idleMs: number): Promise<ArrayBuffer> {
+  const timer = setTimeout(() => abort.abort(new GatewayError("upstream_timeout")), idleMs);
   try {
     return await upstream.arrayBuffer();
   } catch {
+    if (abort.signal.reason instanceof GatewayError) throw abort.signal.reason;
     throw new GatewayError("upstream_unavailable");
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -77,14 +84,17 @@ export function proxy(path: string, dialect: () => StreamDialect): MiddlewareHan
       config.upstreamTimeoutMs,
       abort,
     );
-    c.var.log.fields.upstream_status = upstream.status;
+    c.get("log").fields.upstream_status = upstream.status;
 
     if (upstream.ok && isEventStream(upstream) && upstream.body) {
       const body = upstream as Response & { body: ReadableStream<Uint8Array> };
       return streamResponse(c, body, abort, config, dialect());
     }
-    const body = await readAll(upstream);
+    const body = await readAll(upstream, abort, config.streamIdleTimeoutMs);
     if (body.byteLength === 0) throw new GatewayError("upstream_empty_body");
-    return c.body(body, upstream.status as 200, passedHeaders(upstream));
+    const headers = passedHeaders(upstream);
+    // Errors are never cached, the upstream's own included; the body itself stays verbatim.
+    if (!upstream.ok) headers["cache-control"] = "no-store";
+    return c.body(body, upstream.status as 200, headers);
   };
 }

@@ -107,6 +107,26 @@ describe("admin keys", () => {
     const response = await chat(tenant);
     expect(response.status).toBe(401);
     expect(await response.text()).toBe('{"error":"Unauthorized"}');
+    const models = await gateway("/v1/models", { headers: { authorization: `Bearer ${tenant.key}` } });
+    expect(models.status).toBe(401);
+  });
+
+  it("revokes and lists a key with the longest ids and name there can be", async () => {
+    const { group } = await catalog();
+    const org = "o".repeat(128);
+    const name = "€".repeat(66);
+    const created = await (await adminCall("POST", "/keys", { org, user: "u".repeat(128), group, name })).json<{ id: string }>();
+    expect((await adminCall("DELETE", `/keys/${created.id}`)).status).toBe(200);
+    const listed = await (await adminCall("GET", `/keys?org=${org}`)).json<{ data: Array<{ id: string; revoked_at?: string }> }>();
+    expect(listed.data).toEqual([expect.objectContaining({ id: created.id, revoked_at: expect.any(String) })]);
+  });
+
+  it("answers 404, not 500, for a key id too long to exist", async () => {
+    await expectTyped(await adminCall("DELETE", `/keys/${"k".repeat(600)}`), 404, "not_found");
+  });
+
+  it("refuses a model id over 200 bytes", async () => {
+    await expectTyped(await adminCall("PUT", `/models/${"模".repeat(190)}`, {}), 400, "invalid_body");
   });
 
   it("answers 404 for revoking an unknown key", async () => {
@@ -118,6 +138,8 @@ describe("admin keys", () => {
     ["a missing user", { org: "o", group: "g" }, "invalid_body", "user"],
     ["an org id with spaces", { org: "a b", user: "u", group: "g" }, "invalid_body", "org"],
     ["an unknown field", { org: "o", user: "u", group: "g", admin: true }, "invalid_body", "admin"],
+    ["a name over 200 bytes", { org: "o", user: "u", group: "g", name: "€".repeat(67) }, "invalid_body", "name"],
+    ["a name with control characters", { org: "o", user: "u", group: "g", name: "a\u0001b" }, "invalid_body", "name"],
   ];
   for (const [what, body, code, param] of bad) {
     it(`refuses a key with ${what}, writing nothing`, async () => {
