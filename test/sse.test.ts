@@ -61,6 +61,12 @@ describe("SseFramer", () => {
     expect(outputs).toEqual(["data: a\r\ndata: b\n\n"]);
   });
 
+  it("lets an empty chunk between a \\r and its \\n change nothing", () => {
+    const { outputs, tail } = frame(["data: a\r", "", "\n", "data: b\n"]);
+    expect(outputs).toEqual([]);
+    expect(tail).toBe("data: a\r\ndata: b\n");
+  });
+
   it("handles \\r line endings", () => {
     const { events, tail } = frame(["data: a\r\rdata: b\r", "\rdata: c\r"]);
     expect(events).toEqual(["data: a\r\r", "data: b\r\r"]);

@@ -26,6 +26,7 @@ describe("upstream passthrough", () => {
       expect(await response.text()).toBe(body);
       expect(response.headers.get("content-type")).toBe(contentType);
       expect(response.headers.get("retry-after")).toBe(headers["retry-after"] ?? null);
+      expect(response.headers.get("cache-control")).toBe("no-store");
       expect(response.headers.get("x-request-id")).toBeTruthy();
     });
   }
