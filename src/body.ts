@@ -12,12 +12,7 @@ import type { AppEnv, GatewayBody } from "./types";
  */
 export function limitBody(maxBytes?: number): MiddlewareHandler<AppEnv> {
   return async function limitBody(c, next) {
-    const limit = bodyLimit({
-      maxSize: maxBytes ?? readConfig(c.env).maxBodyBytes,
-      onError: () => {
-        throw new GatewayError("request_too_large", "Request body exceeds the size limit.");
-      },
-    });
+    const limit = bodyLimitOf(maxBytes ?? readConfig(c.env).maxBodyBytes);
     try {
       return await limit(c, next);
     } catch (err) {
@@ -27,6 +22,22 @@ export function limitBody(maxBytes?: number): MiddlewareHandler<AppEnv> {
       throw unreadableBody();
     }
   };
+}
+
+// One hono bodyLimit per size, built once rather than on every request.
+const limiters = new Map<number, MiddlewareHandler>();
+function bodyLimitOf(maxSize: number): MiddlewareHandler {
+  let limiter = limiters.get(maxSize);
+  if (!limiter) {
+    limiter = bodyLimit({
+      maxSize,
+      onError: () => {
+        throw new GatewayError("request_too_large", "Request body exceeds the size limit.");
+      },
+    });
+    limiters.set(maxSize, limiter);
+  }
+  return limiter;
 }
 
 const unreadableBody = () => new GatewayError("invalid_body", "The request body could not be read.");
