@@ -170,3 +170,19 @@ export function captureLogLines(): (requestId: string) => Array<Record<string, u
       .map((args) => JSON.parse(String(args[0])) as Record<string, unknown>)
       .filter((line) => line.request_id === requestId);
 }
+
+/** Asserts an upstream error forwarded verbatim: status, body bytes, content-type and retry-after. */
+export async function expectVerbatim(
+  response: Response,
+  status: number,
+  body: string,
+  contentType: string | null,
+  headers: Record<string, string>,
+) {
+  expect(response.status).toBe(status);
+  expect(await response.text()).toBe(body);
+  expect(response.headers.get("content-type")).toBe(contentType);
+  expect(response.headers.get("retry-after")).toBe(headers["retry-after"] ?? null);
+  expect(response.headers.get("cache-control")).toBe("no-store");
+  expect(response.headers.get("x-request-id")).toBeTruthy();
+}
