@@ -1,13 +1,10 @@
 import { Hono, type MiddlewareHandler } from "hono";
-import { bearerAuth } from "hono/bearer-auth";
-import { denyAll } from "./auth";
-import { limitBody, parseBody } from "./body";
-import type { GroupRecord, ModelRecord } from "./catalog";
-import { GatewayError } from "./errors";
+import { bearerToken, isPresentableToken } from "./auth";
+import { parseBody, readBody } from "./body";
 import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./admin-schemas";
+import { GatewayError, InternalFault } from "./errors";
 import { createKey, listKeys, revokeKey } from "./keys";
-import { forgetRecord, listEntries } from "./kv";
-import type { OrgRecord } from "./rate-limiter";
+import { deleteRecord, inspectRecord, listRecords, writeRecord, type Listed } from "./records";
 import { methodNotAllowed } from "./routing";
 import type { AppEnv } from "./types";
 import * as v from "valibot";
@@ -15,15 +12,19 @@ import * as v from "valibot";
 const MAX_ADMIN_BODY_BYTES = 64 * 1024;
 
 /**
- * `Authorization: Bearer $ADMIN_TOKEN`, compared in constant time (hono hashes both sides before
- * comparing). Without ADMIN_TOKEN the whole admin tree does not exist.
+ * `Authorization: Bearer $ADMIN_TOKEN`, compared in constant time. Without ADMIN_TOKEN the whole
+ * admin tree does not exist. A token no HTTP client could send intact (not printable ASCII, or
+ * with whitespace at an end) would lock the operator out for good, so the admin API refuses to
+ * run with it: 500 `internal_error`, and the log line says why.
  */
 function adminAuth(): MiddlewareHandler<AppEnv> {
   return async function adminAuth(c, next) {
     const token = c.env.ADMIN_TOKEN;
     if (!token) throw new GatewayError("not_found");
-    const check = bearerAuth<AppEnv>({ token, ...denyAll });
-    return check(c, next);
+    if (!isPresentableToken(token)) {
+      throw new InternalFault("ADMIN_TOKEN must be printable ASCII without spaces at either end");
+    }
+    return bearerToken(token)(c, next);
   };
 }
 
@@ -34,33 +35,20 @@ function pathId(schema: typeof entityId | typeof modelId, value: string, what: s
   return result.output;
 }
 
-/** Every record under `prefix`, as `[id, record]`, in key order. */
-async function listRecords<T>(kv: KVNamespace, prefix: string): Promise<Array<[string, T]>> {
-  const names = (await listEntries(kv, prefix)).map(({ name }) => name);
-  const records = await Promise.all(names.map((name) => kv.get<T>(name, "json")));
-  return names.flatMap((name, i) => (records[i] ? [[name.slice(prefix.length), records[i]] as [string, T]] : []));
-}
-
-async function put(kv: KVNamespace, key: string, record: unknown) {
-  await kv.put(key, JSON.stringify(record));
-  forgetRecord(key);
-}
-
-async function remove(kv: KVNamespace, key: string) {
-  await kv.delete(key);
-  forgetRecord(key);
-}
+/** A listed record as the operator sees it: its fields, or that it is invalid and why. */
+const shown = <T extends object>(entry: Listed<T>) =>
+  entry.ok ? { id: entry.id, ...entry.value } : { id: entry.id, invalid: true, problem: entry.problem };
 
 const list = <T>(data: T[]) => ({ object: "list", data });
 
 /** The operator's API: keys, models, groups and org limits, in exactly the README's KV layout. */
 export const admin = new Hono<AppEnv>();
 
-admin.use(adminAuth(), limitBody(MAX_ADMIN_BODY_BYTES));
+admin.use(adminAuth());
 
 admin.post("/keys", async (c) => {
-  const fields = parseBody(createKeyBody, await c.req.arrayBuffer());
-  if (!(await c.env.GATEWAY_KV.get(`group:${fields.group}`))) {
+  const fields = parseBody(createKeyBody, await readBody(c, MAX_ADMIN_BODY_BYTES));
+  if (!(await inspectRecord(c.env.GATEWAY_KV, "group", fields.group, true))) {
     throw new GatewayError("group_not_found", `Group '${fields.group}' not found.`, { param: "group" });
   }
   const { key, record } = await createKey(c.env.GATEWAY_KV, fields);
@@ -69,7 +57,8 @@ admin.post("/keys", async (c) => {
 
 admin.get("/keys", async (c) => {
   const org = c.req.query("org");
-  return c.json(list(await listKeys(c.env.GATEWAY_KV, org && pathId(entityId, org, "org"))));
+  const keys = await listKeys(c.env.GATEWAY_KV, org === undefined ? undefined : pathId(entityId, org, "org"));
+  return c.json(list(keys.map((key) => (key.ok ? key.value : { hash: key.id, invalid: true, problem: key.problem }))));
 });
 
 admin.delete("/keys/:id", async (c) => {
@@ -80,70 +69,68 @@ admin.delete("/keys/:id", async (c) => {
 });
 
 admin.get("/models", async (c) => {
-  const models = await listRecords<ModelRecord>(c.env.GATEWAY_KV, "model:");
-  return c.json(list(models.map(([id, record]) => ({ id, ...record }))));
+  return c.json(list((await listRecords(c.env.GATEWAY_KV, "model", true)).map(shown)));
 });
 
 admin.put("/models/:id{.+}", async (c) => {
   const id = pathId(modelId, c.req.param("id"), "model");
-  const record = parseBody(modelBody, await c.req.arrayBuffer());
-  await put(c.env.GATEWAY_KV, `model:${id}`, record);
+  const record = parseBody(modelBody, await readBody(c, MAX_ADMIN_BODY_BYTES));
+  await writeRecord(c.env.GATEWAY_KV, "model", id, record);
   return c.json({ id, ...record });
 });
 
 admin.delete("/models/:id{.+}", async (c) => {
   const id = pathId(modelId, c.req.param("id"), "model");
   const kv = c.env.GATEWAY_KV;
-  if (!(await kv.get(`model:${id}`))) throw new GatewayError("not_found", `Model '${id}' not found.`);
-  const granting = (await listRecords<GroupRecord>(kv, "group:")).filter(([, g]) => g.models.includes(id));
+  if (!(await inspectRecord(kv, "model", id, true))) throw new GatewayError("not_found", `Model '${id}' not found.`);
+  const granting = (await listRecords(kv, "group", true)).filter((group) => group.ok && group.value.models.includes(id));
   if (granting.length) {
-    const names = granting.map(([name]) => `'${name}'`).join(", ");
+    const names = granting.map((group) => `'${group.id}'`).join(", ");
     throw new GatewayError("model_in_use", `Model '${id}' is granted by group ${names}; remove it there first.`);
   }
-  await remove(kv, `model:${id}`);
+  await deleteRecord(kv, "model", id);
   return c.json({ id, deleted: true });
 });
 
 admin.get("/groups", async (c) => {
-  const groups = await listRecords<GroupRecord>(c.env.GATEWAY_KV, "group:");
-  return c.json(list(groups.map(([id, record]) => ({ id, ...record }))));
+  return c.json(list((await listRecords(c.env.GATEWAY_KV, "group", true)).map(shown)));
 });
 
 admin.put("/groups/:id", async (c) => {
   const id = pathId(entityId, c.req.param("id"), "group");
-  const record = parseBody(groupBody, await c.req.arrayBuffer());
+  const record = parseBody(groupBody, await readBody(c, MAX_ADMIN_BODY_BYTES));
   const kv = c.env.GATEWAY_KV;
-  const found = await Promise.all(record.models.map((m) => (m === "*" ? "*" : kv.get(`model:${m}`))));
+  const found = await Promise.all(record.models.map((m) => (m === "*" ? "*" : inspectRecord(kv, "model", m, true))));
   const missing = found.findIndex((model) => model === null);
   if (missing >= 0) {
     throw new GatewayError("model_not_found", `Model '${record.models[missing]}' not found.`, { param: `models[${missing}]` });
   }
-  await put(kv, `group:${id}`, record);
+  await writeRecord(kv, "group", id, record);
   return c.json({ id, ...record });
 });
 
 admin.delete("/groups/:id", async (c) => {
   const id = pathId(entityId, c.req.param("id"), "group");
   const kv = c.env.GATEWAY_KV;
-  if (!(await kv.get(`group:${id}`))) throw new GatewayError("not_found", `Group '${id}' not found.`);
-  const users = (await listKeys(kv)).filter((key) => key.group === id && !key.revoked_at);
+  if (!(await inspectRecord(kv, "group", id, true))) throw new GatewayError("not_found", `Group '${id}' not found.`);
+  const users = (await listKeys(kv)).filter((key) => key.ok && key.value.group === id && !key.value.revoked_at);
   if (users.length) {
     throw new GatewayError("group_in_use", `Group '${id}' is used by ${users.length} active key(s); revoke them first.`);
   }
-  await remove(kv, `group:${id}`);
+  await deleteRecord(kv, "group", id);
   return c.json({ id, deleted: true });
 });
 
 admin.get("/orgs/:id", async (c) => {
   const id = pathId(entityId, c.req.param("id"), "org");
-  const record = (await c.env.GATEWAY_KV.get<OrgRecord>(`org:${id}`, "json")) ?? {};
-  return c.json({ id, ...record });
+  const found = await inspectRecord(c.env.GATEWAY_KV, "org", id, true);
+  return c.json(shown({ id, ...(found ?? { ok: true, value: {} }) }));
 });
 
 admin.put("/orgs/:id", async (c) => {
   const id = pathId(entityId, c.req.param("id"), "org");
-  const record = parseBody(orgBody, await c.req.arrayBuffer());
-  await put(c.env.GATEWAY_KV, `org:${id}`, record);
+  const record = parseBody(orgBody, await readBody(c, MAX_ADMIN_BODY_BYTES));
+  await writeRecord(c.env.GATEWAY_KV, "org", id, record);
   return c.json({ id, ...record });
 });
 

@@ -1,19 +1,9 @@
 import type { MiddlewareHandler } from "hono";
 import { bearerAuth } from "hono/bearer-auth";
+import { timingSafeEqual } from "hono/utils/buffer";
 import { GatewayError } from "./errors";
-import { readRecord } from "./kv";
+import { forgetRecord, readRecord } from "./records";
 import type { AppEnv } from "./types";
-
-/** `key:<sha256 hex>` in GATEWAY_KV. See the README's KV layout. */
-export interface ApiKeyRecord {
-  id: string;
-  org: string;
-  user: string;
-  group: string;
-  name?: string;
-  created_at: string;
-  revoked_at?: string;
-}
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
@@ -25,19 +15,19 @@ export async function hashKey(key: string): Promise<string> {
   return hex;
 }
 
-/** The KV key under which an API key's record lives. */
-export const keyRecordKey = (hash: string) => `key:${hash}`;
+const unauthorized = (): never => {
+  throw new GatewayError("unauthorized");
+};
 
 /**
  * hono's bearerAuth answers each failure (no header, malformed header, wrong token) with its own
  * response; these make every one of them the contract's single 401.
  */
-export const denyAll = (() => {
-  const deny = (): never => {
-    throw new GatewayError("unauthorized");
-  };
-  return { noAuthenticationHeader: { message: deny }, invalidAuthenticationHeader: { message: deny }, invalidToken: { message: deny } };
-})();
+const denyAll = {
+  noAuthenticationHeader: { message: unauthorized },
+  invalidAuthenticationHeader: { message: unauthorized },
+  invalidToken: { message: unauthorized },
+};
 
 /**
  * Authenticates `Authorization: Bearer <key>` against GATEWAY_KV and leaves the key's record in
@@ -48,7 +38,7 @@ export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
     ...denyAll,
     verifyToken: async (token, c) => {
       const hash = await hashKey(token);
-      const record = await readRecord<ApiKeyRecord>(c.env.GATEWAY_KV, keyRecordKey(hash));
+      const record = await readRecord(c.env.GATEWAY_KV, "key", hash);
       if (!record || record.revoked_at) return false;
       c.set("apiKey", record);
       c.set("apiKeyHash", hash);
@@ -56,4 +46,26 @@ export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
       return true;
     },
   });
+}
+
+/** Drops the caller's key record from this isolate's cache: its org gate knows it is revoked. */
+export const forgetRevokedKey = (hash: string) => forgetRecord("key", hash);
+
+/**
+ * What an HTTP header can carry intact: printable ASCII, no whitespace at either end (clients and
+ * the runtime trim it). A token outside this could never be presented, so it is refused loudly.
+ */
+export const isPresentableToken = (token: string) => /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(token);
+
+/**
+ * `Authorization: Bearer <token>`, compared in constant time (both sides are hashed first). Unlike
+ * hono's bearerAuth, which admits only RFC 6750 token characters, any token an operator can set
+ * and send is accepted. Every failure is the contract's single 401.
+ */
+export function bearerToken(token: string): MiddlewareHandler<AppEnv> {
+  return async function bearerToken(c, next) {
+    const match = /^bearer +(.+)$/i.exec(c.req.header("authorization") ?? "");
+    if (!match || !(await timingSafeEqual(token, match[1]!))) unauthorized();
+    await next();
+  };
 }

@@ -1,28 +1,11 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import * as v from "valibot";
 import { readConfig } from "./config";
 import { GatewayError } from "./errors";
+import { topLevelKeys } from "./json-scan";
 import type { BodySchema } from "./schemas";
 import type { AppEnv, GatewayBody } from "./types";
-
-/**
- * Enforces `maxBytes` (default MAX_BODY_BYTES) while the body is read (a chunked body has no Content-Length to trust),
- * so an oversized body is never buffered past the limit.
- */
-export function limitBody(maxBytes?: number): MiddlewareHandler<AppEnv> {
-  return async function limitBody(c, next) {
-    const limit = bodyLimitOf(maxBytes ?? readConfig(c.env).maxBodyBytes);
-    try {
-      return await limit(c, next);
-    } catch (err) {
-      // Later steps answer through the app's error handler; what reaches here is the body itself
-      // failing to arrive (a client that went away, a length that lied).
-      if (err instanceof GatewayError) throw err;
-      throw unreadableBody();
-    }
-  };
-}
 
 // One hono bodyLimit per size, built once rather than on every request.
 const limiters = new Map<number, MiddlewareHandler>();
@@ -42,6 +25,41 @@ function bodyLimitOf(maxSize: number): MiddlewareHandler {
 
 const unreadableBody = () => new GatewayError("invalid_body", "The request body could not be read.");
 
+/**
+ * The request body's bytes, within `maxBytes` (default MAX_BODY_BYTES: counted while reading, as a
+ * chunked body has no Content-Length to trust) and within BODY_TIMEOUT_MS of the request's start,
+ * so a body that trickles in cannot hold a request open as long as its sender likes.
+ *
+ * @example
+ * const limits = parseBody(orgBody, await readBody(c, 64 * 1024));
+ */
+export async function readBody(c: Context<AppEnv>, maxBytes?: number): Promise<ArrayBuffer> {
+  const config = readConfig(c.env);
+  const limit = bodyLimitOf(maxBytes ?? config.maxBodyBytes);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new GatewayError("request_timeout", "The request body did not arrive in time.")),
+      Math.max(0, config.bodyTimeoutMs - c.get("log").elapsed()),
+    );
+  });
+  // hono's bodyLimit reads a chunked body whole before it calls next; a sized one is read after.
+  const read = async () => {
+    await limit(c, async () => {});
+    return c.req.arrayBuffer();
+  };
+  try {
+    return await Promise.race([read(), deadline]);
+  } catch (err) {
+    // What is not the size or the deadline is the body failing to arrive (a client that went
+    // away, a length that lied).
+    if (err instanceof GatewayError) throw err;
+    throw unreadableBody();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** `messages[2].role` from valibot's issue path, as OpenAI names a `param`. */
 function paramOf(issue: v.BaseIssue<unknown>): string | null {
   let param = "";
@@ -54,10 +72,18 @@ function paramOf(issue: v.BaseIssue<unknown>): string | null {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
 
-function parseJsonObject(bytes: ArrayBuffer): Record<string, unknown> {
+function decode(bytes: ArrayBuffer): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new GatewayError("invalid_body", "The request body is not valid JSON.");
+  }
+}
+
+function parseJsonObject(text: string): Record<string, unknown> {
   let json: unknown;
   try {
-    json = JSON.parse(utf8.decode(bytes));
+    json = JSON.parse(text);
   } catch {
     // The parser's own message quotes the body; the caller gets a plain reason instead.
     throw new GatewayError("invalid_body", "The request body is not valid JSON.");
@@ -75,15 +101,8 @@ function describeIssue(issue: v.BaseIssue<unknown>, param: string | null): strin
   return `Invalid '${param}': ${issue.message}.`;
 }
 
-/**
- * Parses a JSON object body and checks it against `schema`: the first failing field becomes a
- * 400 `invalid_body` naming it in `param`.
- *
- * @example
- * const limits = parseBody(orgLimitsBody, await c.req.arrayBuffer());
- */
-export function parseBody<S extends v.GenericSchema>(schema: S, raw: ArrayBuffer): v.InferOutput<S> {
-  const result = v.safeParse(schema, parseJsonObject(raw), { abortEarly: true });
+function check<S extends v.GenericSchema>(schema: S, value: unknown): v.InferOutput<S> {
+  const result = v.safeParse(schema, value, { abortEarly: true });
   if (result.success) return result.output;
   const issue = result.issues[0];
   const param = paramOf(issue);
@@ -91,16 +110,49 @@ export function parseBody<S extends v.GenericSchema>(schema: S, raw: ArrayBuffer
 }
 
 /**
- * Parses the JSON body and checks it against `schema`, leaving the parsed body and the original
- * bytes for the next steps.
+ * Parses a JSON object body and checks it against `schema`: the first failing field becomes a
+ * 400 `invalid_body` naming it in `param`.
+ *
+ * @example
+ * const limits = parseBody(orgLimitsBody, await readBody(c, 64 * 1024));
+ */
+export function parseBody<S extends v.GenericSchema>(schema: S, raw: ArrayBuffer): v.InferOutput<S> {
+  return check(schema, parseJsonObject(decode(raw)));
+}
+
+/**
+ * The caller's body with its model replaced by `model`: the caller's own text, with only the
+ * model's string value rewritten, so every other byte (key order, `__proto__` keys, numbers beyond
+ * 2^53, `1.0`) reaches the upstream as sent.
+ */
+export function withModel(text: string, start: number, end: number, model: string): Uint8Array {
+  return new TextEncoder().encode(text.slice(0, start) + JSON.stringify(model) + text.slice(end));
+}
+
+/**
+ * Reads the body, parses it as a JSON object and checks it against `schema`, leaving the parsed
+ * body, the original bytes and where the model's value lies for the next steps. A key the schema
+ * interprets may appear only once at the top level: with two `model` keys the gateway would check
+ * one while an upstream's parser might use the other.
  */
 export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
+  const interpreted: ReadonlySet<string> = new Set(Object.keys(schema.entries));
   return async function jsonBody(c, next) {
-    const raw = await c.req.arrayBuffer().catch(() => {
-      throw unreadableBody();
-    });
-    const body: GatewayBody = parseBody(schema, raw);
+    const raw = await readBody(c);
+    const text = decode(raw);
+    const body: GatewayBody = check(schema, parseJsonObject(text));
+    const seen = new Set<string>();
+    let model = { start: 0, end: 0 };
+    for (const place of topLevelKeys(text, interpreted)) {
+      if (seen.has(place.key)) {
+        throw new GatewayError("invalid_body", `Invalid body: '${place.key}' appears more than once.`, { param: place.key });
+      }
+      seen.add(place.key);
+      if (place.key === "model") model = place;
+    }
     c.set("rawBody", raw);
+    c.set("bodyText", text);
+    c.set("modelPlace", model);
     c.set("body", body);
     await next();
   };

@@ -1,24 +1,17 @@
 import type { MiddlewareHandler } from "hono";
 import { GatewayError } from "./errors";
-import { isStorableKey, readRecord } from "./kv";
+import { readRecord, type GroupRecord } from "./records";
 import type { AppEnv } from "./types";
 
-/** `model:<id>` in GATEWAY_KV; `{}` is a valid model. */
-export interface ModelRecord {
-  display_name?: string;
-  upstream_model?: string;
-}
-
-/** `group:<id>` in GATEWAY_KV; `"*"` grants every model. */
-export interface GroupRecord {
-  models: string[];
-}
+/** Whether `group` grants model `id`; `"*"` grants every model, a missing group none. */
+export const grants = (group: GroupRecord | null, id: string) =>
+  !!group && (group.models.includes("*") || group.models.includes(id));
 
 /** Step 4: the requested model must be in the catalog. */
 export function resolveModel(): MiddlewareHandler<AppEnv> {
   return async function resolveModel(c, next) {
     const id = c.get("body").model;
-    const model = isStorableKey(`model:${id}`) ? await readRecord<ModelRecord>(c.env.GATEWAY_KV, `model:${id}`) : null;
+    const model = await readRecord(c.env.GATEWAY_KV, "model", id);
     if (!model) throw new GatewayError("model_not_found", `Model '${id}' not found.`, { param: "model" });
     // Only a catalog id is logged: before this point the string is the caller's, and could be anything.
     c.get("log").fields.model = id;
@@ -31,9 +24,8 @@ export function resolveModel(): MiddlewareHandler<AppEnv> {
 export function checkAccess(): MiddlewareHandler<AppEnv> {
   return async function checkAccess(c, next) {
     const id = c.get("body").model;
-    const group = await readRecord<GroupRecord>(c.env.GATEWAY_KV, `group:${c.get("apiKey").group}`);
-    const models = group?.models ?? [];
-    if (!models.includes("*") && !models.includes(id)) {
+    const group = await readRecord(c.env.GATEWAY_KV, "group", c.get("apiKey").group);
+    if (!grants(group, id)) {
       throw new GatewayError("model_access_denied", `This API key may not use model '${id}'.`, { param: "model" });
     }
     await next();

@@ -1,4 +1,6 @@
-import type { Env } from "./types";
+import type { MiddlewareHandler } from "hono";
+import { InternalFault } from "./errors";
+import type { AppEnv, Env } from "./types";
 
 export interface Config {
   upstreamBaseUrl: string;
@@ -8,32 +10,80 @@ export interface Config {
   maxBodyBytes: number;
   upstreamTimeoutMs: number;
   streamIdleTimeoutMs: number;
+  bodyTimeoutMs: number;
+  maxEventBytes: number;
 }
 
-/** A positive integer var, or the documented default when unset or unusable. */
-function positiveInt(value: string | undefined, fallback: number): number {
-  const n = Number(value);
-  return Number.isSafeInteger(n) && n > 0 ? n : fallback;
+/** A var that cannot be used. The Worker serves nothing until it is fixed: no silent default. */
+export class ConfigError extends InternalFault {
+  override readonly name = "ConfigError";
 }
 
-// One env object serves many requests of an isolate; parse it once.
-const parsed = new WeakMap<Env, Config>();
+/** The var's positive integer, or `fallback` when it is not set at all. */
+function positiveInt(env: Env, name: keyof Env, fallback: number): number {
+  const value = env[name];
+  if (value === undefined) return fallback;
+  const n = typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer`);
+  return n;
+}
 
-/** Reads the `[vars]` and secrets of wrangler.toml (or `wrangler dev --var`) into typed settings. */
+function baseUrl(value: string | undefined): string {
+  let url: URL | undefined;
+  try {
+    url = value ? new URL(value) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL");
+  }
+  return value!.replace(/\/+$/, "");
+}
+
+// One env object serves many requests of an isolate; parse it once (a bad var fails every time).
+const parsed = new WeakMap<Env, Config | ConfigError>();
+
+/**
+ * Reads the `[vars]` and secrets of wrangler.toml (or `wrangler dev --var`) into typed settings.
+ * Throws {@link ConfigError} naming the first var that is set but unusable.
+ */
 export function readConfig(env: Env): Config {
   let config = parsed.get(env);
-  if (!config) parsed.set(env, (config = parse(env)));
+  if (!config) {
+    try {
+      config = parse(env);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      config = err;
+    }
+    parsed.set(env, config);
+  }
+  if (config instanceof ConfigError) throw config;
   return config;
 }
 
 function parse(env: Env): Config {
   return {
-    upstreamBaseUrl: env.UPSTREAM_BASE_URL.replace(/\/+$/, ""),
+    upstreamBaseUrl: baseUrl(env.UPSTREAM_BASE_URL),
     upstreamApiKey: env.UPSTREAM_API_KEY || undefined,
-    defaultOrgRpm: positiveInt(env.DEFAULT_ORG_RPM, 600),
-    defaultUserRpm: positiveInt(env.DEFAULT_USER_RPM, 60),
-    maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, 10 * 1024 * 1024),
-    upstreamTimeoutMs: positiveInt(env.UPSTREAM_TIMEOUT_MS, 60_000),
-    streamIdleTimeoutMs: positiveInt(env.STREAM_IDLE_TIMEOUT_MS, 60_000),
+    defaultOrgRpm: positiveInt(env, "DEFAULT_ORG_RPM", 600),
+    defaultUserRpm: positiveInt(env, "DEFAULT_USER_RPM", 60),
+    maxBodyBytes: positiveInt(env, "MAX_BODY_BYTES", 10 * 1024 * 1024),
+    upstreamTimeoutMs: positiveInt(env, "UPSTREAM_TIMEOUT_MS", 60_000),
+    streamIdleTimeoutMs: positiveInt(env, "STREAM_IDLE_TIMEOUT_MS", 60_000),
+    bodyTimeoutMs: positiveInt(env, "BODY_TIMEOUT_MS", 30_000),
+    maxEventBytes: positiveInt(env, "MAX_EVENT_BYTES", 16 * 1024 * 1024),
+  };
+}
+
+/**
+ * Refuses to serve anything while a var is unusable: every request gets 500 `internal_error` and
+ * the log line names the var, so a typo in wrangler.toml is seen at once rather than defaulted.
+ */
+export function requireConfig(): MiddlewareHandler<AppEnv> {
+  return async function requireConfig(c, next) {
+    readConfig(c.env);
+    await next();
   };
 }

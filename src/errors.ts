@@ -11,6 +11,7 @@ const CATALOG = {
   method_not_allowed: [405, "invalid_request_error"],
   unauthorized: [401, "invalid_request_error"],
   request_too_large: [413, "invalid_request_error"],
+  request_timeout: [408, "invalid_request_error"],
   invalid_body: [400, "invalid_request_error"],
   model_not_found: [400, "invalid_request_error"],
   group_not_found: [400, "invalid_request_error"],
@@ -31,6 +32,7 @@ const DEFAULT_MESSAGES: Record<ErrorCode, string> = {
   method_not_allowed: "Method not allowed.",
   unauthorized: "Unauthorized",
   request_too_large: "Request body is too large.",
+  request_timeout: "The request body did not arrive in time.",
   invalid_body: "Request body is invalid.",
   model_not_found: "Model not found.",
   group_not_found: "Group not found.",
@@ -74,6 +76,15 @@ export class GatewayError extends Error {
   }
 }
 
+/**
+ * A failure of the gateway's own setup or data (a var that is not a number, a stored record that
+ * fails its schema). The caller sees a plain 500 `internal_error`; the message, which names what
+ * is wrong and never its value, goes to the log for the operator.
+ */
+export class InternalFault extends Error {
+  override name = "InternalFault";
+}
+
 /** Maps anything thrown inside the pipeline to the error the caller sees. */
 function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
@@ -94,6 +105,12 @@ function errorResponse(c: Context, err: GatewayError): Response {
   );
 }
 
+/** What the log says of an internal error: a fault's own message, else only the thrown thing's name. */
+function describeFault(err: unknown): string {
+  if (err instanceof InternalFault) return `${err.name}: ${err.message}`;
+  return err instanceof Error ? err.name : typeof err;
+}
+
 /**
  * The app's error handler: whatever a pipeline step threw becomes the contract's error response,
  * and the log line records its code (and, for a bug, only the error's name: its message may quote
@@ -103,6 +120,6 @@ export function handleError(err: unknown, c: Context<AppEnv>): Response {
   const error = toGatewayError(err);
   const log = c.get("log").fields;
   log.code = error.code;
-  if (error.code === "internal_error") log.error = err instanceof Error ? err.name : typeof err;
+  if (error.code === "internal_error") log.error = describeFault(err);
   return errorResponse(c, error);
 }

@@ -2,8 +2,9 @@ import { Hono } from "hono";
 import { requestId } from "hono/request-id";
 import { admin } from "./admin";
 import { apiKeyAuth } from "./auth";
-import { jsonBody, limitBody } from "./body";
+import { jsonBody } from "./body";
 import { checkAccess, resolveModel } from "./catalog";
+import { requireConfig } from "./config";
 import { GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
 import { listModels } from "./models";
@@ -18,14 +19,14 @@ export { RateLimiter } from "./rate-limiter";
 
 const app = new Hono<AppEnv>();
 
-app.use(requestId(), accessLog());
+app.use(requestId(), accessLog(), requireConfig());
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 
 // The pipeline, in contract order: auth, body, model, access, rate limit, upstream. Both model
 // routes run it; they differ only in their body schema, upstream path and stream conventions.
 const pipeline = (schema: BodySchema, path: string, dialect: () => StreamDialect) =>
-  [apiKeyAuth(), limitBody(), jsonBody(schema), resolveModel(), checkAccess(), rateLimit(), proxy(path, dialect)] as const;
+  [apiKeyAuth(), jsonBody(schema), resolveModel(), checkAccess(), rateLimit(), proxy(path, dialect)] as const;
 
 app.post("/v1/chat/completions", ...pipeline(chatCompletionBody, "/chat/completions", chatDialect));
 app.post("/v1/responses", ...pipeline(responsesBody, "/responses", responsesDialect));

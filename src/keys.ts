@@ -1,6 +1,14 @@
-import { hashKey, keyRecordKey, type ApiKeyRecord } from "./auth";
-import { forgetRecord, isStorableKey, listEntries } from "./kv";
+import { hashKey } from "./auth";
 import { orgGate } from "./rate-limiter";
+import {
+  checkRecord,
+  inspectRecord,
+  listKeyEntries,
+  readFreshRecord,
+  writeRecord,
+  type ApiKeyRecord,
+  type Listed,
+} from "./records";
 import type { Env } from "./types";
 
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -15,8 +23,6 @@ function randomBase62(length: number): string {
   }
   return out;
 }
-
-const keyIdKey = (id: string) => `keyid:${id}`;
 
 // KV metadata holds at most 1,024 bytes of JSON; a record that would not fit is listed by reading it.
 const MAX_METADATA_BYTES = 1024;
@@ -40,36 +46,42 @@ export async function createKey(kv: KVNamespace, fields: NewKey): Promise<{ key:
   const hash = await hashKey(key);
   const record: ApiKeyRecord = { id: `key_${randomBase62(20)}`, ...fields, created_at: new Date().toISOString() };
   // The id entry first: if the second write fails, what remains points at nothing.
-  await kv.put(keyIdKey(record.id), JSON.stringify({ hash }));
-  await kv.put(keyRecordKey(hash), JSON.stringify(record), asMetadata(record));
+  await writeRecord(kv, "keyid", record.id, { hash });
+  await writeRecord(kv, "key", hash, record, asMetadata(record));
   return { key, record };
 }
 
-/** Every key record, optionally only one org's, oldest first. */
-export async function listKeys(kv: KVNamespace, org?: string): Promise<ApiKeyRecord[]> {
-  const records: ApiKeyRecord[] = [];
-  for (const { name, metadata } of await listEntries<ApiKeyRecord>(kv, "key:")) {
-    // Keys written by hand carry no metadata; read those.
-    const record = metadata ?? (await kv.get<ApiKeyRecord>(name, "json"));
-    if (record && (!org || record.org === org)) records.push(record);
-  }
-  return records.sort((a, b) => a.created_at.localeCompare(b.created_at));
+/**
+ * Every key record, optionally only one org's, oldest first. Metadata is checked like the record
+ * itself; a record that fails its check is listed as invalid (by its hash), never dropped.
+ */
+export async function listKeys(kv: KVNamespace, org?: string): Promise<Array<Listed<ApiKeyRecord>>> {
+  const listed = await Promise.all(
+    (await listKeyEntries(kv)).map(async ({ name, metadata }): Promise<Listed<ApiKeyRecord> | null> => {
+      const hash = name.slice("key:".length);
+      const fromMetadata = metadata === undefined ? null : checkRecord("key", metadata);
+      // Keys written by hand carry no metadata; read those.
+      const checked = fromMetadata?.ok ? fromMetadata : await inspectRecord(kv, "key", hash, true);
+      return checked && { id: hash, ...checked };
+    }),
+  );
+  const keys = listed.filter((entry): entry is Listed<ApiKeyRecord> => !!entry && (!org || !entry.ok || entry.value.org === org));
+  const created = (entry: Listed<ApiKeyRecord>) => (entry.ok ? entry.value.created_at : "");
+  return keys.sort((a, b) => created(a).localeCompare(created(b)));
 }
 
 /**
- * Revokes key `id`: first in its org's RateLimiter, which every request consults, so it stops
- * working at once everywhere; then in KV. Returns null for an unknown id.
+ * Revokes key `id`: first in its org's gate, which every request consults, so it stops working
+ * at once everywhere; then in KV. Returns null for an unknown id.
  */
 export async function revokeKey(env: Env, id: string): Promise<ApiKeyRecord | null> {
-  if (!isStorableKey(keyIdKey(id))) return null;
   const kv = env.GATEWAY_KV;
-  const pointer = await kv.get<{ hash: string }>(keyIdKey(id), "json");
-  const record = pointer && (await kv.get<ApiKeyRecord>(keyRecordKey(pointer.hash), "json"));
+  const pointer = await readFreshRecord(kv, "keyid", id);
+  const record = pointer && (await readFreshRecord(kv, "key", pointer.hash));
   if (!pointer || !record) return null;
   if (record.revoked_at) return record;
   await orgGate(env, record.org).revoke(record.id);
   const revoked = { ...record, revoked_at: new Date().toISOString() };
-  await kv.put(keyRecordKey(pointer.hash), JSON.stringify(revoked), asMetadata(revoked));
-  forgetRecord(keyRecordKey(pointer.hash));
+  await writeRecord(kv, "key", pointer.hash, revoked, asMetadata(revoked));
   return revoked;
 }

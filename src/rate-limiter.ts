@@ -1,20 +1,14 @@
 import { DurableObject } from "cloudflare:workers";
 import type { MiddlewareHandler } from "hono";
-import { keyRecordKey } from "./auth";
+import { forgetRevokedKey } from "./auth";
 import { readConfig } from "./config";
 import { GatewayError } from "./errors";
-import { forgetRecord, readRecord } from "./kv";
+import { readRecord } from "./records";
 import type { AppEnv, Env } from "./types";
 
 const WINDOW_MS = 60_000;
 // Long after KV has propagated a revocation everywhere and every isolate cache has expired.
 const REVOCATION_MEMORY_MS = 24 * 60 * 60 * 1000;
-
-/** `org:<id>` in GATEWAY_KV; a missing field falls back to DEFAULT_ORG_RPM / DEFAULT_USER_RPM. */
-export interface OrgRecord {
-  requests_per_minute?: number;
-  user_requests_per_minute?: number;
-}
 
 export type Admission =
   | { admitted: true }
@@ -24,6 +18,9 @@ export type Admission =
 /** Storage keys: `a:<time>:<seq>` → user for each admission, `r:<key id>` → time for revocations. */
 const admissionKey = (at: number, seq: number) => `a:${String(at).padStart(15, "0")}:${String(seq).padStart(9, "0")}`;
 const admissionTime = (key: string) => Number(key.slice(2, 17));
+// What this object wrote; anything else in its storage is not counted on trust.
+const ADMISSION_KEY = /^a:\d{15}:\d{9}$/;
+const isLimit = (n: number) => Number.isSafeInteger(n) && n > 0;
 const revocationKey = (keyId: string) => `r:${keyId}`;
 // Storage puts and deletes take at most 128 keys at a time.
 const STORAGE_BATCH = 128;
@@ -59,9 +56,9 @@ export class RateLimiter extends DurableObject<Env> {
     ctx.blockConcurrencyWhile(async () => {
       const now = Date.now();
       const stale: string[] = [];
-      for (const [key, user] of await ctx.storage.list<string>({ prefix: "a:" })) {
+      for (const [key, user] of await ctx.storage.list<unknown>({ prefix: "a:" })) {
         const at = admissionTime(key);
-        if (at <= now - WINDOW_MS) {
+        if (!ADMISSION_KEY.test(key) || typeof user !== "string" || at <= now - WINDOW_MS) {
           stale.push(key);
           continue;
         }
@@ -70,8 +67,9 @@ export class RateLimiter extends DurableObject<Env> {
         this.stored.push(key);
         this.seq = Math.max(this.seq, Number(key.slice(18)) + 1);
       }
-      for (const [key, at] of await ctx.storage.list<number>({ prefix: "r:" })) {
-        if (at <= now - REVOCATION_MEMORY_MS) stale.push(key);
+      for (const [key, at] of await ctx.storage.list<unknown>({ prefix: "r:" })) {
+        // A revocation whose time cannot be read is kept: forgetting it would revive the key.
+        if (typeof at === "number" && at <= now - REVOCATION_MEMORY_MS) stale.push(key);
         else this.revoked.add(key.slice(2));
       }
       await this.forget(stale);
@@ -124,6 +122,8 @@ export class RateLimiter extends DurableObject<Env> {
   /** Admits one request of `user` with key `keyId` if the key stands and both scopes have room. */
   admit(keyId: string, user: string, orgLimit: number, userLimit: number): Admission {
     if (this.revoked.has(keyId)) return { admitted: false, revoked: true };
+    // A limit that is not a count would make every wait NaN, and NaN reads as "room".
+    if (!isLimit(orgLimit) || !isLimit(userLimit)) throw new RangeError("limits must be positive integers");
     const now = Date.now();
     const orgLog = this.recent("org", now);
     const userLog = this.recent(`user:${user}`, now);
@@ -171,7 +171,7 @@ export function refuseRevoked(): MiddlewareHandler<AppEnv> {
   return async function refuseRevoked(c, next) {
     const { id, org } = c.get("apiKey");
     if (await orgGate(c.env, org).isRevoked(id)) {
-      forgetRecord(keyRecordKey(c.get("apiKeyHash")));
+      forgetRevokedKey(c.get("apiKeyHash"));
       throw new GatewayError("unauthorized");
     }
     await next();
@@ -183,7 +183,7 @@ export function rateLimit(): MiddlewareHandler<AppEnv> {
   return async function rateLimit(c, next) {
     const { id, org, user } = c.get("apiKey");
     const config = readConfig(c.env);
-    const limits = await readRecord<OrgRecord>(c.env.GATEWAY_KV, `org:${org}`);
+    const limits = await readRecord(c.env.GATEWAY_KV, "org", org);
     const orgLimit = limits?.requests_per_minute ?? config.defaultOrgRpm;
     const userLimit = limits?.user_requests_per_minute ?? config.defaultUserRpm;
     const admit = async (): Promise<Admission> => orgGate(c.env, org).admit(id, user, orgLimit, userLimit);
@@ -195,7 +195,7 @@ export function rateLimit(): MiddlewareHandler<AppEnv> {
     });
     if (admission.admitted) return next();
     if (admission.revoked) {
-      forgetRecord(keyRecordKey(c.get("apiKeyHash")));
+      forgetRevokedKey(c.get("apiKeyHash"));
       throw new GatewayError("unauthorized");
     }
     const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));

@@ -16,9 +16,16 @@ export interface SseFramerOptions {
   /**
    * Called with each complete event's bytes, in order, up to the first byte of its blank line's
    * ending (so a `\r\n` split across reads changes nothing). A view of memory the caller may
-   * reuse: read it, do not keep it.
+   * reuse: read it, do not keep it. Returning `false` stops the framer after this event: nothing
+   * that follows it is returned (the terminal event of a stream has gone out).
    */
-  onEvent?: (event: Uint8Array) => void;
+  onEvent?: (event: Uint8Array) => boolean | void;
+  /**
+   * The longest event the framer will hold or pass, in bytes (default: no limit). An event that
+   * grows past it stops the framer: the events before it are returned, it and everything after
+   * are dropped, and {@link SseFramer.overflowed} becomes true.
+   */
+  maxEventBytes?: number;
 }
 
 /**
@@ -42,7 +49,12 @@ export interface SseFramerOptions {
  * }
  */
 export class SseFramer {
-  readonly #onEvent: ((event: Uint8Array) => void) | undefined;
+  readonly #onEvent: ((event: Uint8Array) => boolean | void) | undefined;
+  readonly #maxEventBytes: number;
+  #stopped = false;
+  #overflowed = false;
+  /** Told to stop at an event whose blank line is a `\r` that ended the last chunk: its `\n` may follow. */
+  #stopAfterLF = false;
   /** Bytes of the event in progress, as received. */
   #held: Uint8Array[] = [];
   #heldLength = 0;
@@ -55,6 +67,17 @@ export class SseFramer {
 
   constructor(options: SseFramerOptions = {}) {
     this.#onEvent = options.onEvent;
+    this.#maxEventBytes = options.maxEventBytes ?? Infinity;
+  }
+
+  /** An event outgrew `maxEventBytes`; the framer has stopped. */
+  get overflowed(): boolean {
+    return this.#overflowed;
+  }
+
+  /** The framer takes no more input: `onEvent` said so, or an event outgrew its limit. */
+  get stopped(): boolean {
+    return this.#stopped;
   }
 
   /**
@@ -65,11 +88,12 @@ export class SseFramer {
     const length = chunk.length;
     // Nothing to look at, and nothing to forget: a `\r` at the end of the last chunk still waits
     // for the byte after it.
-    if (length === 0) return null;
+    if (length === 0 || this.#stopped) return null;
+    if (this.#stopAfterLF) return this.#stop(chunk[0] === LF ? chunk.subarray(0, 1) : EMPTY);
     const held = this.#heldLength;
-    // Offsets into the result (held bytes, then this chunk): events as [start, end) pairs, and
-    // where the bytes that may be sent end.
-    const events: number[] | null = this.#onEvent ? [] : null;
+    // Offsets into the result (held bytes, then this chunk): events as (start, end, next event's
+    // start) triples, and where the bytes that may be sent end.
+    const events: number[] = [];
     let sendable = -1;
     let start = 0;
     let i = 0;
@@ -107,7 +131,7 @@ export class SseFramer {
         cr = chunk.indexOf(CR, end);
       }
       if (at === lineStart) {
-        events?.push(start, held + at + 1);
+        events.push(start, held + at + 1, held + end);
         sendable = start = held + end;
         this.#crEndedEvent = this.#afterCR;
       }
@@ -123,11 +147,29 @@ export class SseFramer {
     const out = held ? this.#joinHeld(chunk.subarray(0, cut)) : chunk.subarray(0, cut);
     this.#held = [];
     this.#heldLength = 0;
-    if (cut < length) this.#hold(chunk.subarray(cut));
-    if (events) {
-      for (let e = 0; e < events.length; e += 2) this.#onEvent!(out.subarray(events[e], events[e + 1]));
+    for (let e = 0; e < events.length; e += 3) {
+      const eventStart = events[e]!;
+      if (events[e + 1]! - eventStart > this.#maxEventBytes) return this.#stop(out.subarray(0, eventStart), true);
+      if (this.#onEvent?.(out.subarray(eventStart, events[e + 1])) === false) {
+        const next = events[e + 2]!;
+        if (!(this.#afterCR && next === held + length)) return this.#stop(out.subarray(0, next));
+        this.#stopAfterLF = true;
+        this.#held = [];
+        this.#heldLength = 0;
+        return out.subarray(0, next);
+      }
     }
+    if (cut < length) this.#hold(chunk.subarray(cut));
     return out;
+  }
+
+  /** Ends the framer's work: `last` is what it returns, nothing is held any more. */
+  #stop(last: Uint8Array, overflowed = false): Uint8Array | null {
+    this.#stopped = true;
+    this.#overflowed = overflowed;
+    this.#held = [];
+    this.#heldLength = 0;
+    return last.length ? last : null;
   }
 
   /** The bytes of an event the input has not finished (empty if none). */
@@ -137,6 +179,11 @@ export class SseFramer {
 
   #hold(bytes: Uint8Array) {
     if (bytes.length === 0) return;
+    if (this.#heldLength + bytes.length > this.#maxEventBytes) {
+      // The event in progress is already longer than any event may be: stop holding it.
+      this.#stop(EMPTY, true);
+      return;
+    }
     // Copied: the caller may reuse the chunk's buffer, and a few held bytes should not keep a
     // whole large chunk alive.
     this.#held.push(bytes.slice());

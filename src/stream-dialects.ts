@@ -3,7 +3,7 @@
  * dialect whether the upstream's terminal event has been seen and what to write when it has not.
  */
 export interface StreamDialect {
-  /** Sees each complete upstream event, in order. */
+  /** Sees each complete upstream event, in order, until the terminal one. */
   observe(event: Uint8Array): void;
   /** The upstream has sent its terminal event. */
   readonly finished: boolean;
@@ -30,10 +30,34 @@ function trailingLineEnd(text: string): string | null {
 
 const linesOf = (text: string) => text.split(/\r\n|\r|\n/);
 
-// `data: [DONE]` with room for an `id:` or `event:` line; longer events are never the terminator,
-// so most events are rejected by their length alone.
-const MAX_DONE_EVENT_BYTES = 64;
-const isDoneLine = (line: string) => line === "data: [DONE]" || line === "data:[DONE]";
+/** The event's data: its `data:` lines joined, as an SSE client sees it. */
+function dataOf(text: string): string {
+  const data: string[] = [];
+  for (const line of linesOf(text)) {
+    if (line.startsWith("data:")) data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
+  }
+  return data.join("\n");
+}
+
+const CLOSE_BRACKET = 0x5d;
+const DONE_BYTES = encoder.encode("[DONE");
+
+/**
+ * Whether the bytes hold `[DONE]`: a native search for `]` and a look at the five bytes before
+ * it, so the JSON chunks that make up almost every event are passed over without being decoded.
+ */
+function mentionsDone(bytes: Uint8Array): boolean {
+  for (let i = bytes.indexOf(CLOSE_BRACKET); i >= 0; i = bytes.indexOf(CLOSE_BRACKET, i + 1)) {
+    if (i >= 5 && DONE_BYTES.every((byte, k) => bytes[i - 5 + k] === byte)) return true;
+  }
+  return false;
+}
+
+/**
+ * The chat terminator: an event whose data is `[DONE]`, whatever other fields (`id:`, `event:`,
+ * comments) it carries. Judged by the event's fields, not by its length or a pattern in its text.
+ */
+const isDoneEvent = (bytes: Uint8Array, text = decoder.decode(bytes)) => mentionsDone(bytes) && dataOf(text) === "[DONE]";
 
 const CHAT_INTERRUPTION = encoder.encode(
   "event: error\n" +
@@ -46,18 +70,16 @@ export function chatDialect(): StreamDialect {
   let finished = false;
   return {
     observe(event) {
-      if (!finished && event.length <= MAX_DONE_EVENT_BYTES) {
-        finished = linesOf(decoder.decode(event)).some(isDoneLine);
-      }
+      if (!finished && mentionsDone(event)) finished = isDoneEvent(event);
     },
     get finished() {
       return finished;
     },
     completeTail(tail) {
+      if (!mentionsDone(tail)) return null;
       const text = decoder.decode(tail);
       const lineEnd = trailingLineEnd(text);
-      if (!lineEnd || tail.length > MAX_DONE_EVENT_BYTES) return null;
-      return linesOf(text.slice(0, -lineEnd.length)).some(isDoneLine) ? encoder.encode(lineEnd) : null;
+      return lineEnd && isDoneEvent(tail, text.slice(0, -lineEnd.length)) ? encoder.encode(lineEnd) : null;
     },
     interruption: () => CHAT_INTERRUPTION,
   };
@@ -82,18 +104,11 @@ const SEQUENCE_NUMBER = /"sequence_number"\s*:\s*(\d+)/;
 /** The lifecycle event types the gateway acts on: the first two carry the response id. */
 const LIFECYCLE = /"type"\s*:\s*"response\.(created|in_progress|completed|failed|incomplete)"/;
 const TERMINAL = new Set(["completed", "failed", "incomplete"]);
-
-/** The event's data: its `data:` lines joined, as an SSE client sees it. */
-function dataOf(text: string): string {
-  const data: string[] = [];
-  for (const line of linesOf(text)) {
-    if (line.startsWith("data:")) data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
-  }
-  return data.join("\n");
-}
+const TERMINAL_TYPES = new Set(["response.completed", "response.failed", "response.incomplete"]);
+const ANNOUNCING_TYPES = new Set(["response.created", "response.in_progress"]);
 
 /** The parsed data of an event, or undefined when it is not JSON. For a few events per stream only. */
-function parseData(text: string): { type?: unknown; response?: { id?: unknown } } | undefined {
+function parseData(text: string): { type?: unknown; sequence_number?: unknown; response?: { id?: unknown } } | undefined {
   try {
     const data: unknown = JSON.parse(dataOf(text));
     return data && typeof data === "object" ? data : undefined;
@@ -144,10 +159,14 @@ export function responsesDialect(): StreamDialect {
       const sequenceNumber = SEQUENCE_NUMBER.exec(text);
       if (sequenceNumber) lastSequenceNumber = Number(sequenceNumber[1]);
       const lifecycle = LIFECYCLE.exec(text)?.[1];
-      if (!lifecycle) return;
-      if (TERMINAL.has(lifecycle)) finished = true;
-      else if (responseId === undefined) {
-        const id = parseData(text)?.response?.id;
+      if (!lifecycle || (!TERMINAL.has(lifecycle) && responseId !== undefined)) return;
+      // The pattern may have matched inside a nested object; the event's own `type` decides.
+      const data = parseData(text);
+      if (typeof data?.sequence_number === "number") lastSequenceNumber = data.sequence_number;
+      const type = typeof data?.type === "string" ? data.type : "";
+      if (TERMINAL_TYPES.has(type)) finished = true;
+      else if (responseId === undefined && ANNOUNCING_TYPES.has(type)) {
+        const id = data?.response?.id;
         if (typeof id === "string") responseId = id;
       }
     },
@@ -160,9 +179,10 @@ export function responsesDialect(): StreamDialect {
       if (!lineEnd) return null;
       const lifecycle = LIFECYCLE.exec(text)?.[1];
       if (!lifecycle || !TERMINAL.has(lifecycle)) return null;
-      // The pattern matched, but a data line may still be missing: only whole JSON completes it.
+      // The pattern matched, but maybe inside a nested object, or a data line is still missing:
+      // only whole JSON whose own type is terminal completes it.
       const type = parseData(text.slice(0, -lineEnd.length))?.type;
-      return type === `response.${lifecycle}` ? encoder.encode(lineEnd) : null;
+      return typeof type === "string" && TERMINAL_TYPES.has(type) ? encoder.encode(lineEnd) : null;
     },
     interruption() {
       const sequenceNumber = lastSequenceNumber === undefined ? 0 : lastSequenceNumber + 1;

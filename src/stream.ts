@@ -52,7 +52,14 @@ export function streamResponse(
   const log = c.get("log");
   const { readable, writable } = new IdentityTransformStream();
   const writer = writable.getWriter();
-  const framer = new SseFramer({ onEvent: (event) => dialect.observe(event) });
+  // Nothing after the terminal event is forwarded, and no event longer than MAX_EVENT_BYTES is held.
+  const framer = new SseFramer({
+    onEvent: (event) => {
+      dialect.observe(event);
+      return !dialect.finished;
+    },
+    maxEventBytes: config.maxEventBytes,
+  });
   // Since when the driver has been waiting on the upstream without a byte: reset by every chunk
   // and after every write, so that a client slow to take an event never reads as upstream silence.
   let quietSince = Date.now();
@@ -83,8 +90,8 @@ export function streamResponse(
     // While a write is pending the driver waits on the client, not on the upstream.
     const silent = writesInFlight === 0 && now - quietSince >= config.streamIdleTimeoutMs;
     if (dialect.finished || silent) {
-      // Done or silent too long: aborting the upstream request fails the pending read, which
-      // then ends the stream (complete or interrupted).
+      // Done (only the `\n` of a split `\r\n` could still come) or silent too long: aborting the
+      // upstream request fails the pending read, which then ends the stream.
       abort.abort();
     } else if (writesInFlight === 0 && now - lastWriteAt >= TICK_MS / 2) {
       // Half a tick: a write just before this tick must not push the next one a whole tick on.
@@ -109,13 +116,19 @@ export function streamResponse(
     streamEnded();
   }
 
-  /** The upstream has ended, cleanly or not: complete the stream or mark it interrupted. */
-  function settle(cleanEnd: boolean) {
+  /**
+   * The upstream has ended (cleanly, broken or silent), or the framer has stopped: complete the
+   * stream or mark it interrupted. A terminal event lacking only its blank line completes the
+   * stream however the upstream ended right after it. Whatever the upstream still had to send
+   * is not wanted: its request is cancelled.
+   */
+  function settle() {
     if (outcome) return;
+    if (framer.stopped) abort.abort();
     if (dialect.finished) return finish("complete");
-    const tail = framer.tail;
-    const ending = cleanEnd ? dialect.completeTail(tail) : null;
-    if (ending) finish("complete", concat(tail, ending));
+    const tail = framer.overflowed ? null : framer.tail;
+    const ending = tail && dialect.completeTail(tail);
+    if (tail && ending) finish("complete", concat(tail, ending));
     else finish("interrupted", dialect.interruption());
   }
 
@@ -134,15 +147,13 @@ export function streamResponse(
         if (!(await write(events))) return;
         quietSince = Date.now();
       }
+      if (framer.stopped) return;
       // The read took the buffer over (detached it); this is the same memory, given back.
       buffer = value.buffer;
     }
   }
 
-  forward().then(
-    () => settle(true),
-    () => settle(false),
-  );
+  forward().then(settle, settle);
 
   return c.body(readable, 200, {
     "content-type": "text/event-stream",

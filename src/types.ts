@@ -1,8 +1,7 @@
 import type { RequestIdVariables } from "hono/request-id";
 import type { RateLimiter } from "./rate-limiter";
 import type { RequestLog } from "./log";
-import type { ApiKeyRecord } from "./auth";
-import type { ModelRecord } from "./catalog";
+import type { ApiKeyRecord, ModelRecord } from "./records";
 
 /** Bindings from wrangler.toml: `[vars]` arrive as strings, secrets may be absent. */
 export interface Env {
@@ -14,6 +13,8 @@ export interface Env {
   MAX_BODY_BYTES?: string;
   UPSTREAM_TIMEOUT_MS?: string;
   STREAM_IDLE_TIMEOUT_MS?: string;
+  BODY_TIMEOUT_MS?: string;
+  MAX_EVENT_BYTES?: string;
   UPSTREAM_API_KEY?: string;
   ADMIN_TOKEN?: string;
 }
@@ -34,6 +35,9 @@ export interface Variables extends RequestIdVariables {
   body: GatewayBody;
   /** The body exactly as the caller sent it, forwarded when nothing is renamed. */
   rawBody: ArrayBuffer;
+  /** The body decoded, and where the model's string value lies in it (for a rename). */
+  bodyText: string;
+  modelPlace: { start: number; end: number };
   model: ModelRecord;
 }
 

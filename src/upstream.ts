@@ -1,5 +1,6 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { readConfig, type Config } from "./config";
+import { withModel } from "./body";
 import { GatewayError } from "./errors";
 import { streamResponse } from "./stream";
 import type { StreamDialect } from "./stream-dialects";
@@ -8,11 +9,12 @@ import type { AppEnv } from "./types";
 /** The only upstream response headers a caller sees; cookies and hop-by-hop headers never pass. */
 const PASSED_HEADERS = ["content-type", "retry-after"] as const;
 
-/** The body to send: the caller's own bytes, unless the catalog renames the model. */
+/** The body to send: the caller's own bytes, with only the model's value changed when the catalog renames it. */
 function upstreamBody(c: Context<AppEnv>): BodyInit {
   const rename = c.get("model").upstream_model;
   if (!rename || rename === c.get("body").model) return c.get("rawBody");
-  return JSON.stringify({ ...c.get("body"), model: rename });
+  const { start, end } = c.get("modelPlace");
+  return withModel(c.get("bodyText"), start, end, rename);
 }
 
 /** Only these request headers reach the upstream: never the caller's credentials or cookies. */
@@ -26,22 +28,6 @@ function upstreamHeaders(c: Context<AppEnv>, config: Config): Headers {
   return headers;
 }
 
-/**
- * Sends the request upstream; answers 504 when no response headers arrive within
- * UPSTREAM_TIMEOUT_MS and 502 when the upstream cannot be reached.
- */
-async function send(url: string, init: RequestInit, timeoutMs: number, abort: AbortController): Promise<Response> {
-  const timer = setTimeout(() => abort.abort(new GatewayError("upstream_timeout")), timeoutMs);
-  try {
-    return await fetch(url, { ...init, signal: abort.signal, redirect: "manual" });
-  } catch (err) {
-    if (abort.signal.aborted && abort.signal.reason instanceof GatewayError) throw abort.signal.reason;
-    throw new GatewayError("upstream_unavailable");
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 function passedHeaders(upstream: Response): Record<string, string> {
   const headers: Record<string, string> = {};
   for (const name of PASSED_HEADERS) {
@@ -52,13 +38,18 @@ function passedHeaders(upstream: Response): Record<string, string> {
 }
 
 /**
- * Reads a whole non-streaming body. A body the upstream breaks off counts as unreachable; one
- * still incomplete STREAM_IDLE_TIMEOUT_MS after its headers, as a timeout.
+ * Non-streaming bodies up to this size, announced by an honest Content-Length (no content coding
+ * the runtime would expand), are read whole and answered in one piece: the common case, and the
+ * cheapest. Anything else is passed through chunk by chunk, so the gateway never holds more of a
+ * body than one chunk, however large the body or its decompressed size.
  */
-async function readAll(upstream: Response, abort: AbortController, idleMs: number): Promise<ArrayBuffer> {
-  const timer = setTimeout(() => abort.abort(new GatewayError("upstream_timeout")), idleMs);
+const WHOLE_BODY_BYTES = 1024 * 1024;
+
+/** Runs `read`, aborting the upstream request if it takes longer than `ms`. */
+async function within<T>(read: () => Promise<T>, abort: AbortController, ms: number): Promise<T> {
+  const timer = setTimeout(() => abort.abort(new GatewayError("upstream_timeout")), ms);
   try {
-    return await upstream.arrayBuffer();
+    return await read();
   } catch {
     if (abort.signal.reason instanceof GatewayError) throw abort.signal.reason;
     throw new GatewayError("upstream_unavailable");
@@ -66,6 +57,63 @@ async function readAll(upstream: Response, abort: AbortController, idleMs: numbe
     clearTimeout(timer);
   }
 }
+
+const readsWhole = (upstream: Response) => {
+  const length = Number(upstream.headers.get("content-length") ?? NaN);
+  const coding = upstream.headers.get("content-encoding");
+  return length <= WHOLE_BODY_BYTES && (!coding || coding.toLowerCase() === "identity");
+};
+
+/**
+ * A non-streaming upstream body for the caller: 502 when it is empty; 504 when no byte of it
+ * arrives within STREAM_IDLE_TIMEOUT_MS of the headers. Once the first byte has gone out the status
+ * cannot change: an upstream that then falls silent that long, or breaks, has its body cut short.
+ */
+async function forwardBody(
+  upstream: Response,
+  abort: AbortController,
+  idleMs: number,
+): Promise<ArrayBuffer | ReadableStream> {
+  if (readsWhole(upstream)) {
+    const body = await within(() => upstream.arrayBuffer(), abort, idleMs);
+    if (body.byteLength === 0) throw new GatewayError("upstream_empty_body");
+    return body;
+  }
+  const reader = upstream.body!.getReader();
+  const first = await within(
+    async () => {
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done || chunk.value.byteLength > 0) return chunk;
+      }
+    },
+    abort,
+    idleMs,
+  );
+  if (first.done) throw new GatewayError("upstream_empty_body");
+  const { readable, writable } = new IdentityTransformStream();
+  const writer = writable.getWriter();
+  (async () => {
+    await writer.write(first.value);
+    for (;;) {
+      const chunk = await within(() => reader.read(), abort, idleMs);
+      if (chunk.done) break;
+      await writer.write(chunk.value);
+    }
+    await writer.close();
+  })().catch((err) => {
+    abort.abort();
+    writer.abort(err).catch(() => {});
+  });
+  return readable;
+}
+
+/**
+ * Sends the request upstream; answers 504 when no response headers arrive within
+ * UPSTREAM_TIMEOUT_MS and 502 when the upstream cannot be reached.
+ */
+const send = (url: string, init: RequestInit, timeoutMs: number, abort: AbortController) =>
+  within(() => fetch(url, { ...init, signal: abort.signal, redirect: "manual" }), abort, timeoutMs);
 
 const isEventStream = (response: Response) =>
   response.headers.get("content-type")?.toLowerCase().startsWith("text/event-stream") ?? false;
@@ -85,13 +133,17 @@ export function proxy(path: string, dialect: () => StreamDialect): MiddlewareHan
       abort,
     );
     c.get("log").fields.upstream_status = upstream.status;
+    // No response can carry such a status on to the caller: the upstream's answer is unusable.
+    if (upstream.status < 200 || upstream.status > 599) {
+      abort.abort();
+      throw new GatewayError("upstream_unavailable");
+    }
 
     if (upstream.ok && isEventStream(upstream) && upstream.body) {
       const body = upstream as Response & { body: ReadableStream<Uint8Array> };
       return streamResponse(c, body, abort, config, dialect());
     }
-    const body = await readAll(upstream, abort, config.streamIdleTimeoutMs);
-    if (body.byteLength === 0) throw new GatewayError("upstream_empty_body");
+    const body = await forwardBody(upstream, abort, config.streamIdleTimeoutMs);
     const headers = passedHeaders(upstream);
     // Errors are never cached, the upstream's own included; the body itself stays verbatim.
     if (!upstream.ok) headers["cache-control"] = "no-store";

@@ -9,7 +9,7 @@ const decoder = new TextDecoder();
 /** Runs bytes through a framer in the given pieces: the output text, the events and the tail. */
 function frame(pieces: Uint8Array[]) {
   const events: string[] = [];
-  const framer = new SseFramer({ onEvent: (e) => events.push(decoder.decode(e)) });
+  const framer = new SseFramer({ onEvent: (e) => void events.push(decoder.decode(e)) });
   let text = "";
   for (const piece of pieces) {
     const out = framer.push(piece);

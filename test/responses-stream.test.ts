@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from "vitest";
 import OpenAI, { type APIError } from "openai";
 import { responsesDialect } from "../src/stream-dialects";
 import { captureLogLines, cued, mockStats, openai, responses, seedTenant, unique, type Tenant } from "./helpers";
-import { cutsFor, eventEndsInBytes, expectedAfterCut, withoutKeepAlives } from "./sse-reference";
+import { completedAfterCut, cutsFor, eventEndsInBytes, expectedAfterCut, withoutKeepAlives } from "./sse-reference";
 
 /** The frames that end an interrupted Responses stream, spelled out as CONTRACT.md "Streaming" has them. */
 const frames = (n: number, id: string) =>
@@ -132,9 +132,9 @@ describe("Responses fault sweep", () => {
       const got = withoutKeepAlives(await response.text());
       const complete = ends.filter(({ complete }) => complete <= cut).length;
       const id = complete > 0 ? UPSTREAM_ID : (MADE_UP_ID.exec(got)?.[1] ?? "(no made-up id)");
-      // Once the terminal event is complete the stream is finished, whatever the upstream does next.
+      // Once the terminal event's data line is complete the stream is finished, whatever the upstream does next.
       const ending = cut >= terminalAt ? "" : frames(complete > 0 ? sequenceNumbers[complete - 1]! + 1 : 0, id);
-      const want = decoder.decode(expectedAfterCut(bytes, ends, cut)) + ending;
+      const want = completedAfterCut(bytes, ends, "\r\n", cut) ?? decoder.decode(expectedAfterCut(bytes, ends, cut)) + ending;
       if (response.status !== 200 || got !== want) {
         let at = 0;
         while (at < got.length && got[at] === want[at]) at++;

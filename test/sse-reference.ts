@@ -47,6 +47,19 @@ export function expectedAfterCut(bytes: Uint8Array, ends: EventEnd[], cut: numbe
 }
 
 /**
+ * What the client must get when the upstream ends (cleanly or broken) after `cut` bytes: when
+ * the terminal event's last line has arrived whole but its blank line has not, the stream up to
+ * the cut with the blank line the gateway adds; otherwise null. Only the `\r` of a final `\r\n`
+ * still ends the line, as nothing can follow it any more.
+ */
+export function completedAfterCut(bytes: Uint8Array, ends: EventEnd[], lineEnd: string, cut: number): string | null {
+  const terminal = ends.at(-1)!;
+  const lineEndAt = terminal.complete - 1 - lineEnd.length;
+  if (cut <= lineEndAt || cut >= terminal.complete) return null;
+  return new TextDecoder().decode(bytes.subarray(0, cut)) + (cut - lineEndAt === lineEnd.length ? lineEnd : "\r");
+}
+
+/**
  * Where to cut a stream: every byte offset, or (to keep the suite quick) every offset within four
  * bytes of a line ending, which covers every event boundary and split line ending, plus every
  * `stride`-th offset, which covers the inside of every line kind and of multi-byte characters.

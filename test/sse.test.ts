@@ -7,7 +7,7 @@ const decoder = new TextDecoder();
 /** Pushes `chunks` through a framer; returns each non-empty result, the events seen and the tail. */
 function frame(chunks: Array<string | Uint8Array>) {
   const events: string[] = [];
-  const framer = new SseFramer({ onEvent: (e) => events.push(decoder.decode(e)) });
+  const framer = new SseFramer({ onEvent: (e) => void events.push(decoder.decode(e)) });
   const outputs: string[] = [];
   for (const chunk of chunks) {
     const out = framer.push(typeof chunk === "string" ? encoder.encode(chunk) : chunk);

@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import OpenAI, { type APIError } from "openai";
 import { captureLogLines, chat, cued, mockStats, openai, seedTenant, unique, type Tenant } from "./helpers";
-import { cutsFor, eventEnds, expectedAfterCut, withoutKeepAlives } from "./sse-reference";
+import { completedAfterCut, cutsFor, eventEnds, expectedAfterCut, withoutKeepAlives } from "./sse-reference";
 
 const ERROR_FRAME =
   "event: error\n" +
@@ -98,8 +98,10 @@ describe("fault sweep", () => {
         const response = await streamChat(tenant, { ...mock, reset_after_bytes: cut });
         // A keep-alive between events (a slow machine) is allowed; anything else must match exactly.
         const got = withoutKeepAlives(await response.text());
-        // Once the [DONE] event is complete the stream is finished, whatever the upstream does next.
-        const want = decoder.decode(expectedAfterCut(bytes, ends, cut)) + (cut >= doneAt ? "" : ERROR_FRAME);
+        // Once the [DONE] line is complete the stream is finished, whatever the upstream does next.
+        const want =
+          completedAfterCut(bytes, ends, lineEnd, cut) ??
+          decoder.decode(expectedAfterCut(bytes, ends, cut)) + (cut >= doneAt ? "" : ERROR_FRAME);
         if (response.status !== 200 || got !== want) failures.push(`cut ${cut}: ${JSON.stringify(got.slice(-80))}`);
       };
       for (let i = 0; i < cuts.length; i += 16) await Promise.all(cuts.slice(i, i + 16).map(run));
