@@ -72,6 +72,8 @@ export async function gatewayWorker({ bundle, vars, name = "gateway", routes }) 
       MAX_BODY_BYTES: "10485760",
       UPSTREAM_TIMEOUT_MS: "60000",
       STREAM_IDLE_TIMEOUT_MS: "60000",
+      BODY_TIMEOUT_MS: "30000",
+      MAX_EVENT_BYTES: "16777216",
       ...vars,
     },
     kvNamespaces: { GATEWAY_KV: `${name}-kv` },

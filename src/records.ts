@@ -111,11 +111,15 @@ export class InvalidRecord extends InternalFault {
 /** `messages[2].role: must be a string`: where a value fails its schema, and why. */
 function describe(issue: v.BaseIssue<unknown>): string {
   const path = v.getDotPath(issue);
+  // valibot reports a missing key with the enclosing object's message; say what is missing.
+  if (path && issue.input === undefined) return `${path}: is missing`;
   return path ? `${path}: ${issue.message}` : issue.message;
 }
 
 /** Checks a stored value against its kind's schema. */
 export function checkRecord<K extends RecordKind>(kind: K, value: unknown): Checked<RecordOf<K>> {
+  // valibot's object schemas take an array for an object with no keys.
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return { ok: false, problem: "must be a JSON object" };
   const result = v.safeParse(SCHEMAS[kind], value, { abortEarly: true });
   return result.success ? { ok: true, value: result.output as RecordOf<K> } : { ok: false, problem: describe(result.issues[0]) };
 }

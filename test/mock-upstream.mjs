@@ -10,9 +10,17 @@
 // Inspection routes (/__mock/*) let tests see what the gateway actually sent
 // and whether it cancelled an upstream request.
 //
+// Cues for memory and robustness checks (see planRawStream, sendHugeLine,
+// sendHugeBody, sendGzipBomb and sendStalledBody): `raw_stream` (+
+// `raw_stream_end`), `huge_line_bytes`, `huge_body_bytes` (+ `with_length`),
+// `gzip_bomb_bytes`, `stall_body_after_bytes`. The huge ones never hold their
+// full size in memory: they write one reused 64 KiB piece, honouring backpressure.
+//
 // Plain Node ESM, no dependencies. Run directly: node test/mock-upstream.mjs [--port N] [--host H] [--log]
 
 import http from "node:http";
+import { pipeline } from "node:stream/promises";
+import { createGzip } from "node:zlib";
 import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
@@ -35,6 +43,11 @@ const SPLIT_PAUSE_MS = 1;
 const FLUSH_GRACE_MS = 10;
 // Unpaced streams are written in pieces of about this size.
 const WRITE_BATCH_BYTES = 16 * 1024;
+// Huge bodies (huge_line_bytes, huge_body_bytes, gzip_bomb_bytes) are written,
+// or compressed, in pieces of this size, all views of one reused buffer.
+const FILLER_PIECE_BYTES = 64 * 1024;
+// How a `raw_stream` may end, as planStream's `ending`.
+const RAW_STREAM_ENDINGS = ["end", "reset", "stall"];
 
 // ---------------------------------------------------------------------------
 // Pure helpers: the serialized stream. The server builds its stream from these,
@@ -397,6 +410,77 @@ function truncatePieces(pieces, limit) {
 
 const isCount = (v) => Number.isInteger(v) && v >= 0;
 
+// ---------------------------------------------------------------------------
+// Huge and raw bodies, built piece by piece.
+// ---------------------------------------------------------------------------
+
+/** One FILLER_PIECE_BYTES buffer per filler character, allocated once and reused. */
+const fillerBuffers = new Map();
+
+/**
+ * `count` bytes of the ASCII character `char` as views of one shared buffer, so
+ * a 200 MB body costs 64 KiB of memory however it is written.
+ */
+function* fillerPieces(char, count) {
+  let piece = fillerBuffers.get(char);
+  if (!piece) fillerBuffers.set(char, (piece = Buffer.alloc(FILLER_PIECE_BYTES, char)));
+  for (let left = count; left > 0; left -= piece.length) yield left >= piece.length ? piece : piece.subarray(0, left);
+}
+
+/** Prefix and suffix around a JSON string pad: `{"pad":"` + pad + `"}` (10 bytes without the pad). */
+const PAD_JSON_PREFIX = Buffer.from('{"pad":"');
+const PAD_JSON_SUFFIX = Buffer.from('"}');
+const PAD_JSON_OVERHEAD = PAD_JSON_PREFIX.length + PAD_JSON_SUFFIX.length;
+
+/**
+ * The pieces of `{"pad":"<char>...<char>"}` of exactly `total` bytes (at least
+ * the 10 bytes of an empty pad: smaller totals give that).
+ */
+function* padJsonPieces(char, total) {
+  yield PAD_JSON_PREFIX;
+  yield* fillerPieces(char, Math.max(0, total - PAD_JSON_OVERHEAD));
+  yield PAD_JSON_SUFFIX;
+}
+
+/** Compressed gzip bombs by uncompressed size, as promises so concurrent requests share one run. */
+const gzipBombs = new Map();
+
+/**
+ * `{"pad":"000...0"}` of `total` bytes, gzipped at level 9 while it is
+ * generated: only the compressed bytes (about total / 1000) are ever held.
+ * Cached per size.
+ * @returns {Promise<Buffer>}
+ */
+function gzipBomb(total) {
+  let bomb = gzipBombs.get(total);
+  if (!bomb) {
+    const chunks = [];
+    bomb = pipeline(padJsonPieces("0", total), createGzip({ level: 9 }), async (gzipped) => {
+      for await (const chunk of gzipped) chunks.push(chunk);
+    }).then(() => Buffer.concat(chunks));
+    bomb.catch(() => gzipBombs.delete(total)); // a failure is not cached
+    gzipBombs.set(total, bomb);
+  }
+  return bomb;
+}
+
+/**
+ * A `raw_stream` text cut after each blank line (`\n\n`, `\r\n\r\n`, `\r\r`),
+ * so that `interval_ms` paces it event by event like a generated stream. The
+ * pieces join back to exactly the text (cuts fall on ASCII bytes only).
+ */
+function rawStreamEvents(text) {
+  const events = [];
+  let start = 0;
+  for (const match of text.matchAll(/\r\n\r\n|\n\n|\r\r/gu)) {
+    const end = match.index + match[0].length;
+    events.push(text.slice(start, end));
+    start = end;
+  }
+  if (start < text.length) events.push(text.slice(start));
+  return events;
+}
+
 /** The model routes: how each streams and what it answers when not streaming. */
 const MODEL_APIS = {
   "/v1/chat/completions": { streamEvents: chatStreamEvents, result: chatCompletion },
@@ -502,6 +586,7 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
 
   /** Plan the stream: which bytes to write, in which pieces, and how it ends. */
   function planStream(api, body, cues) {
+    if (typeof cues.raw_stream === "string") return planRawStream(cues);
     let events = api.streamEvents(body).map((e) => Buffer.from(e, "utf8"));
     if (cues.end_without_done) events = events.slice(0, -1);
 
@@ -560,6 +645,84 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     cutConnection(res, ctx);
   }
 
+  /**
+   * `raw_stream: string` (streaming requests): exactly these UTF-8 bytes instead
+   * of the generated events, paced by planStream's own machinery (`split:
+   * "bytes"` + `chunk_size`, `interval_ms` between events), then ended as
+   * `raw_stream_end` says: "end" (default), "reset" (socket cut once the bytes
+   * were flushed) or "stall" (open until the client aborts). Other transport
+   * cues (reset_after_*, end_after_bytes, stall_after_events) do not apply.
+   */
+  function planRawStream(cues) {
+    const { split, chunk_size, interval_ms } = cues;
+    const api = { streamEvents: () => rawStreamEvents(cues.raw_stream) };
+    const plan = planStream(api, undefined, { split, chunk_size, interval_ms });
+    const ending = RAW_STREAM_ENDINGS.includes(cues.raw_stream_end) ? cues.raw_stream_end : "end";
+    return { ...plan, ending };
+  }
+
+  /** Write every piece, waiting for 'drain' whenever the socket's buffer is full. */
+  async function writePieces(res, pieces, ctx) {
+    for (const piece of pieces) {
+      if (ctx.signal.aborted) throw new Aborted();
+      if (!res.write(piece)) await drained(res, ctx.signal);
+    }
+  }
+
+  /**
+   * `huge_line_bytes: N` (streaming requests): stream headers, `data: `, then N
+   * bytes of `x` with no line ending ever, then a clean end.
+   */
+  async function sendHugeLine(res, cues, ctx) {
+    const headers = withContentType({ "cache-control": "no-cache", ...cueHeaders(cues) }, cues, "text/event-stream");
+    res.writeHead(200, headers);
+    res.flushHeaders();
+    await writePieces(res, [Buffer.from("data: ")], ctx);
+    await writePieces(res, fillerPieces("x", cues.huge_line_bytes), ctx);
+    res.end();
+  }
+
+  /**
+   * `huge_body_bytes: N` (non-streaming): a 200 whose JSON body `{"pad":"xx..x"}`
+   * is exactly N bytes (at least 10), chunked, or with content-length: N when
+   * `with_length: true`.
+   */
+  async function sendHugeBody(res, cues, ctx) {
+    const total = Math.max(PAD_JSON_OVERHEAD, cues.huge_body_bytes);
+    const length = cues.with_length === true ? { "content-length": total } : {};
+    res.writeHead(200, withContentType({ ...length, ...cueHeaders(cues) }, cues, "application/json"));
+    await writePieces(res, padJsonPieces("x", total), ctx);
+    res.end();
+  }
+
+  /**
+   * `gzip_bomb_bytes: N` (non-streaming): a 200 with content-encoding: gzip whose
+   * body inflates to `{"pad":"00..0"}` of exactly N bytes (at least 10); the
+   * content-length is the compressed size. Compressed once per N, then cached.
+   */
+  async function sendGzipBomb(res, cues, ctx) {
+    const gzipped = await gzipBomb(Math.max(PAD_JSON_OVERHEAD, cues.gzip_bomb_bytes));
+    if (ctx.signal.aborted) throw new Aborted();
+    const headers = { "content-encoding": "gzip", "content-length": gzipped.length, ...cueHeaders(cues) };
+    res.writeHead(200, withContentType(headers, cues, "application/json"));
+    res.end(gzipped);
+  }
+
+  /**
+   * `stall_body_after_bytes: N` (non-streaming): the normal completion's headers
+   * (content-length of the whole body) and its first N bytes, then silence
+   * until the client aborts. N is capped at the body's length minus one, so the
+   * body never completes.
+   */
+  async function sendStalledBody(res, api, body, cues, ctx) {
+    const bytes = Buffer.from(JSON.stringify(api.result(body, ++completionCounter)), "utf8");
+    const sent = Math.min(cues.stall_body_after_bytes, bytes.length - 1);
+    res.writeHead(200, withContentType({ "content-length": bytes.length, ...cueHeaders(cues) }, cues, "application/json"));
+    res.flushHeaders();
+    if (sent > 0) await writeFlushed(res, bytes.subarray(0, sent), ctx.signal);
+    return untilAborted(ctx.signal);
+  }
+
   // ---- routes --------------------------------------------------------------
 
   function record(req, pathname, rawBody) {
@@ -616,7 +779,11 @@ export async function startMockUpstream({ port = 0, host = "127.0.0.1", log = fa
     if (cues.reset) return cutConnection(res, ctx, { rst: true });
     if (typeof cues.redirect === "string") return sendRedirect(res, cues);
     if (cues.status !== undefined || cues.body !== undefined) return sendRaw(res, cues);
+    if (body.stream === true && isCount(cues.huge_line_bytes)) return sendHugeLine(res, cues, ctx);
     if (body.stream === true) return sendStream(res, api, body, cues, ctx);
+    if (isCount(cues.huge_body_bytes)) return sendHugeBody(res, cues, ctx);
+    if (isCount(cues.gzip_bomb_bytes)) return sendGzipBomb(res, cues, ctx);
+    if (isCount(cues.stall_body_after_bytes)) return sendStalledBody(res, api, body, cues, ctx);
 
     const completion = api.result(body, ++completionCounter);
     const text = JSON.stringify(completion);

@@ -2,6 +2,7 @@
 // Run: node test/mock-upstream.selfcheck.mjs   (exit code 0 = all PASS)
 
 import http from "node:http";
+import zlib from "node:zlib";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import {
@@ -697,6 +698,305 @@ await check("responses: requests are recorded; GET /v1/responses is no route", a
   eq([record.method, record.path, record.body], ["POST", "/v1/responses", bodyText], "record");
   assert(await waitFor(async () => (await stats()).completed.includes(rid)), "stats.completed has rid");
   eq((await fetch(`${mock.baseUrl}/responses`)).status, 404, "GET");
+});
+
+// ---- huge, raw and stalled bodies ---------------------------------------------
+
+/** Each model route, for cues that must behave the same on both. */
+const ROUTES = ["/v1/chat/completions", "/v1/responses"];
+const FILL_CHECK_BYTES = 1024 * 1024;
+const fillBuffers = new Map();
+
+/** Bytes in `piece` that are not `char`. */
+function notChar(piece, char) {
+  let fill = fillBuffers.get(char);
+  if (!fill) fillBuffers.set(char, (fill = Buffer.alloc(FILL_CHECK_BYTES, char)));
+  let bad = 0;
+  for (let i = 0; i < piece.length; i += fill.length) {
+    const part = piece.subarray(i, i + fill.length);
+    if (part.equals(fill.subarray(0, part.length))) continue;
+    for (const b of part) if (b !== fill[0]) bad++;
+  }
+  return bad;
+}
+
+/**
+ * Like raw(), but for bodies too big to keep: counts the bytes, keeps the first
+ * and last 64, and counts bytes in [fill.from, fill.to) that are not fill.char.
+ * `onPaused` runs while the reader is paused (after the first read), to watch
+ * backpressure; `decode` pipes the body through a transform (gunzip) first.
+ */
+function counted(path, body, { fill, pauseMs, onPaused, abortAfterMs, decode } = {}) {
+  return new Promise((resolve) => {
+    const out = { status: null, headers: null, length: 0, head: Buffer.alloc(0), tail: Buffer.alloc(0), badFill: 0, reads: 0, error: null, ended: false };
+    const req = http.request(`${mock.url}${path}`, { method: "POST", agent: false, headers: { "content-type": "application/json" } });
+    let settled = false;
+    const finish = () => {
+      if (settled) return;
+      settled = true;
+      resolve(out);
+    };
+    if (abortAfterMs !== undefined) {
+      setTimeout(() => {
+        out.error ??= "client-aborted";
+        req.destroy();
+        finish();
+      }, abortAfterMs);
+    }
+    req.on("error", (err) => {
+      out.error ??= err.code ?? err.message;
+      finish();
+    });
+    req.on("response", (res) => {
+      out.status = res.statusCode;
+      out.headers = res.headers;
+      const source = decode ? res.pipe(decode) : res;
+      let paused = false;
+      source.on("data", (chunk) => {
+        const offset = out.length;
+        out.reads++;
+        out.length += chunk.length;
+        if (out.head.length < 64) out.head = Buffer.concat([out.head, chunk]).subarray(0, 64);
+        out.tail = Buffer.concat([out.tail, chunk.subarray(-64)]).subarray(-64);
+        if (fill) {
+          const from = Math.max(fill.from, offset);
+          const to = Math.min(fill.to, out.length);
+          if (to > from) out.badFill += notChar(chunk.subarray(from - offset, to - offset), fill.char);
+        }
+        if (pauseMs && !paused) {
+          paused = true;
+          source.pause();
+          Promise.all([sleep(pauseMs), onPaused?.()]).then(() => source.resume());
+        }
+      });
+      source.on("end", () => {
+        out.ended = true;
+        finish();
+      });
+      source.on("error", (err) => {
+        out.error ??= err.code ?? err.message;
+        finish();
+      });
+      res.on("close", () => {
+        if (!res.complete) out.error ??= "closed-before-end";
+        if (!decode) finish();
+      });
+    });
+    req.end(JSON.stringify(body));
+  });
+}
+
+/** Largest RSS growth of this process (mock and client share it) while `during` runs. */
+async function rssGrowth(during) {
+  const before = process.memoryUsage().rss;
+  let peak = before;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10);
+  try {
+    await during();
+  } finally {
+    clearInterval(timer);
+  }
+  return Math.max(peak, process.memoryUsage().rss) - before;
+}
+
+const MiB = 1024 * 1024;
+
+await check("status 700 (outside 100-599) goes out through writeHead", async () => {
+  for (const path of ROUTES) {
+    const out = await raw(path, { body: { model: "m", mock: { status: 700, body: '{"odd":true}' } } });
+    eq([out.status, out.bytes.toString(), out.ended], [700, '{"odd":true}', true], path);
+  }
+});
+
+await check("raw_stream: exactly these bytes, stream headers, clean end, both routes", async () => {
+  const text = 'data: {"a":"héllo 🙂"}\n\nevent: odd\r\ndata: x\r\n\r\n: comment\rdata: no end';
+  for (const path of ROUTES) {
+    const rid = newRid("raw");
+    const out = await raw(path, { body: { model: "m", stream: true, mock: { raw_stream: text } }, headers: { "x-request-id": rid } });
+    eq([out.status, out.headers["content-type"], out.headers["cache-control"]], [200, "text/event-stream", "no-cache"], `${path} headers`);
+    assert(out.ended && !out.error, `${path} clean end, error=${out.error}`);
+    assert(out.bytes.equals(Buffer.from(text, "utf8")), `${path} bytes: ${JSON.stringify(out.bytes.toString())}`);
+    assert(await waitFor(async () => (await stats()).completed.includes(rid)), "stats.completed has rid");
+  }
+  const typed = await chat({ model: "m", stream: true, mock: { raw_stream: "data: 1\n\n", content_type: "text/plain", headers: { "x-a": "b" } } });
+  eq([typed.headers["content-type"], typed.headers["x-a"], typed.bytes.toString()], ["text/plain", "b", "data: 1\n\n"], "content_type + headers cues");
+  const empty = await chat({ model: "m", stream: true, mock: { raw_stream: "" } });
+  eq([empty.status, empty.bytes.length, empty.ended], [200, 0, true], "empty raw_stream");
+  const notStreaming = await chat({ model: "m", mock: { raw_stream: "data: 1\n\n" } });
+  eq(JSON.parse(notStreaming.bytes).object, "chat.completion", "ignored without stream: true");
+});
+
+await check("raw_stream: split bytes + chunk_size, and interval_ms paces it event by event", async () => {
+  const text = Array.from({ length: 5 }, (_, i) => `data: {"i":${i},"s":"ü"}\n\n`).join("");
+  for (const path of ROUTES) {
+    const split = await raw(path, { body: { model: "m", stream: true, mock: { raw_stream: text, split: "bytes", chunk_size: 4 } } });
+    assert(split.ended && split.bytes.equals(Buffer.from(text)), `${path} split bytes`);
+    assert(split.reads > text.length / 4 / 3, `${path} split: ${split.reads} reads`);
+  }
+  const t0 = Date.now();
+  const paced = await chat({ model: "m", stream: true, mock: { raw_stream: text, interval_ms: 40 } });
+  const elapsed = Date.now() - t0;
+  assert(paced.ended && paced.bytes.equals(Buffer.from(text)), "paced bytes");
+  assert(elapsed >= 150, `5 events, 4 gaps of 40 ms: elapsed ${elapsed}`);
+  assert(paced.reads >= 4, `events as separate reads: ${paced.reads}`);
+});
+
+await check("raw_stream_end: reset (all bytes flushed, then cut) and stall (until the client aborts)", async () => {
+  const text = `data: ${"r".repeat(200 * 1024)}\n\ndata: tail`;
+  for (const path of ROUTES) {
+    for (const split of [undefined, "bytes"]) {
+      const rid = newRid("raw-reset");
+      const mockCues = { raw_stream: text, raw_stream_end: "reset", ...(split ? { split, chunk_size: 64 * 1024 } : {}) };
+      const out = await raw(path, { body: { model: "m", stream: true, mock: mockCues }, headers: { "x-request-id": rid } });
+      eq(out.status, 200, "status");
+      assert(out.error && !out.ended, `${path} reset must not end cleanly (split ${split})`);
+      assert(out.bytes.equals(Buffer.from(text)), `${path} all ${text.length} bytes before the cut, got ${out.bytes.length}`);
+      assert(await waitFor(async () => (await stats()).reset.includes(rid)), "stats.reset has rid");
+    }
+    const rid = newRid("raw-stall");
+    const stalled = await raw(path, {
+      body: { model: "m", stream: true, mock: { raw_stream: "data: 1\n\n", raw_stream_end: "stall" } },
+      headers: { "x-request-id": rid },
+      abortAfterMs: 300,
+    });
+    eq([stalled.status, stalled.bytes.toString(), stalled.error], [200, "data: 1\n\n", "client-aborted"], `${path} stall`);
+    assert(await waitFor(async () => (await stats()).aborted.includes(rid)), "stats.aborted has rid");
+  }
+  const bogus = await chat({ model: "m", stream: true, mock: { raw_stream: "data: 1\n\n", raw_stream_end: "bogus" } });
+  assert(bogus.ended && !bogus.error, "an unknown raw_stream_end ends cleanly");
+});
+
+await check("huge_line_bytes: `data: ` then N x, no line ending, clean end, both routes", async () => {
+  for (const path of ROUTES) {
+    for (const n of [0, 1, 64 * 1024, 5 * MiB + 123]) {
+      const out = await counted(path, { model: "m", stream: true, mock: { huge_line_bytes: n } }, { fill: { char: "x", from: 6, to: 6 + n } });
+      eq([out.status, out.headers["content-type"], out.ended, out.error], [200, "text/event-stream", true, null], `${path} @${n}`);
+      eq([out.length, out.badFill], [6 + n, 0], `${path} @${n} length and filler`);
+      eq(out.head.subarray(0, 6).toString(), "data: ", "starts with data: ");
+    }
+  }
+});
+
+await check("huge_line_bytes 200 MiB: memory stays flat, also while the reader is paused", async () => {
+  const n = 200 * MiB;
+  let out;
+  let pausedGrowth = NaN;
+  const growth = await rssGrowth(async () => {
+    out = await counted("/v1/chat/completions", { model: "m", stream: true, mock: { huge_line_bytes: n } }, {
+      fill: { char: "x", from: 6, to: 6 + n },
+      pauseMs: 400,
+      onPaused: async () => {
+        const before = process.memoryUsage().rss;
+        await sleep(300);
+        pausedGrowth = process.memoryUsage().rss - before;
+      },
+    });
+  });
+  eq([out.status, out.ended, out.length, out.badFill], [200, true, 6 + n, 0], "whole line");
+  assert(pausedGrowth < 32 * MiB, `RSS grew ${(pausedGrowth / MiB).toFixed(1)} MiB while the reader was paused`);
+  assert(growth < 96 * MiB, `RSS grew ${(growth / MiB).toFixed(1)} MiB for a 200 MiB line`);
+});
+
+await check("huge_body_bytes: exact JSON size, chunked or with_length, both routes", async () => {
+  for (const path of ROUTES) {
+    for (const n of [10, 37, 3 * MiB + 7]) {
+      for (const withLength of [false, true]) {
+        const body = { model: "m", mock: { huge_body_bytes: n, ...(withLength ? { with_length: true } : {}) } };
+        const out = await counted(path, body, { fill: { char: "x", from: 8, to: n - 2 } });
+        const what = `${path} @${n} with_length ${withLength}`;
+        eq([out.status, out.headers["content-type"], out.ended, out.error], [200, "application/json", true, null], what);
+        eq([out.length, out.badFill], [n, 0], `${what}: length and filler`);
+        eq(
+          [out.headers["content-length"], out.headers["transfer-encoding"]],
+          withLength ? [String(n), undefined] : [undefined, "chunked"],
+          `${what}: framing`,
+        );
+        eq([out.head.subarray(0, 8).toString(), out.tail.subarray(-2).toString()], ['{"pad":"', '"}'], `${what}: JSON frame`);
+        if (n < 100) eq(JSON.parse(out.head).pad, "x".repeat(n - 10), `${what}: parses`);
+      }
+    }
+  }
+  const tiny = await counted("/v1/chat/completions", { model: "m", mock: { huge_body_bytes: 3, with_length: true } });
+  eq([tiny.length, tiny.head.toString()], [10, '{"pad":""}'], "below 10 bytes gives the empty pad");
+  const streaming = await counted("/v1/chat/completions", { model: "m", stream: true, mock: { huge_body_bytes: 100 } });
+  eq(streaming.headers["content-type"], "text/event-stream", "a streaming request ignores huge_body_bytes");
+});
+
+await check("huge_body_bytes 200 MiB: memory stays flat, also while the reader is paused", async () => {
+  for (const withLength of [false, true]) {
+    const n = 200 * MiB;
+    let out;
+    let pausedGrowth = NaN;
+    const growth = await rssGrowth(async () => {
+      out = await counted("/v1/chat/completions", { model: "m", mock: { huge_body_bytes: n, with_length: withLength } }, {
+        fill: { char: "x", from: 8, to: n - 2 },
+        pauseMs: 400,
+        onPaused: async () => {
+          const before = process.memoryUsage().rss;
+          await sleep(300);
+          pausedGrowth = process.memoryUsage().rss - before;
+        },
+      });
+    });
+    eq([out.status, out.ended, out.length, out.badFill], [200, true, n, 0], `whole body (with_length ${withLength})`);
+    assert(pausedGrowth < 32 * MiB, `RSS grew ${(pausedGrowth / MiB).toFixed(1)} MiB while the reader was paused`);
+    assert(growth < 96 * MiB, `RSS grew ${(growth / MiB).toFixed(1)} MiB for a 200 MiB body`);
+  }
+});
+
+await check("gzip_bomb_bytes: gzip body inflating to exact JSON, content-length compressed, both routes", async () => {
+  for (const path of ROUTES) {
+    for (const n of [10, 25, 50 * MiB + 3]) {
+      const compressed = await counted(path, { model: "m", mock: { gzip_bomb_bytes: n } });
+      const what = `${path} @${n}`;
+      eq(
+        [compressed.status, compressed.headers["content-type"], compressed.headers["content-encoding"], compressed.ended],
+        [200, "application/json", "gzip", true],
+        what,
+      );
+      eq(compressed.headers["content-length"], String(compressed.length), `${what}: content-length is the compressed size`);
+      const inflated = await counted(path, { model: "m", mock: { gzip_bomb_bytes: n } }, { decode: zlib.createGunzip(), fill: { char: "0", from: 8, to: n - 2 } });
+      eq([inflated.ended, inflated.error, inflated.length, inflated.badFill], [true, null, n, 0], `${what}: inflated`);
+      eq([inflated.head.subarray(0, 8).toString(), inflated.tail.subarray(-2).toString()], ['{"pad":"', '"}'], `${what}: JSON frame`);
+      if (n > MiB) assert(compressed.length < n / 500, `${what}: ${compressed.length} compressed bytes`);
+    }
+  }
+  const viaFetch = await fetch(`${mock.baseUrl}/chat/completions`, { method: "POST", body: JSON.stringify({ model: "m", mock: { gzip_bomb_bytes: 30 } }) });
+  eq(await viaFetch.json(), { pad: "0".repeat(20) }, "fetch inflates it to the JSON");
+});
+
+await check("gzip_bomb_bytes 200 MiB: compressed once (memory stays flat), cached for the next request", async () => {
+  const n = 200 * MiB + 1;
+  const times = [];
+  const growth = await rssGrowth(async () => {
+    for (let i = 0; i < 2; i++) {
+      const t0 = Date.now();
+      const out = await counted("/v1/responses", { model: "m", mock: { gzip_bomb_bytes: n } });
+      times.push(Date.now() - t0);
+      eq([out.status, out.ended], [200, true], `request ${i}`);
+      assert(out.length < 400 * 1024, `compressed ${out.length}`);
+    }
+  });
+  assert(times[1] < 100 && times[1] < times[0], `second request should be served from the cache: ${times} ms`);
+  assert(growth < 96 * MiB, `RSS grew ${(growth / MiB).toFixed(1)} MiB while compressing 200 MiB`);
+});
+
+await check("stall_body_after_bytes: headers with the full content-length, first N bytes, then silence", async () => {
+  for (const [path, prefix] of [["/v1/chat/completions", '{"id":"chatcmpl-mock-'], ["/v1/responses", '{"id":"resp_mock_']]) {
+    for (const n of [0, 20, 1e9]) {
+      const rid = newRid("stall-body");
+      const t0 = Date.now();
+      const out = await raw(path, { body: { model: "m", mock: { stall_body_after_bytes: n } }, headers: { "x-request-id": rid }, abortAfterMs: 300 });
+      const what = `${path} @${n}`;
+      eq([out.status, out.headers?.["content-type"], out.error, out.ended], [200, "application/json", "client-aborted", false], what);
+      assert(Date.now() - t0 >= 290, `${what}: stayed open`);
+      const length = Number(out.headers["content-length"]);
+      assert(length > 100, `${what}: content-length ${length}`);
+      eq(out.bytes.length, Math.min(n, length - 1), `${what}: bytes before the stall`);
+      assert(prefix.startsWith(out.bytes.toString()) || out.bytes.toString().startsWith(prefix), `${what}: ${out.bytes.toString().slice(0, 40)}`);
+      assert(await waitFor(async () => (await stats()).aborted.includes(rid)), `${what}: stats.aborted has rid`);
+    }
+  }
 });
 
 await check("pure helpers agree with each other", async () => {

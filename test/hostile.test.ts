@@ -1,0 +1,282 @@
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it, vi } from "vitest";
+import worker from "../src/index";
+import type { Env } from "../src/types";
+import {
+  captureLogLines,
+  chat,
+  expectGatewayError,
+  GATEWAY,
+  gateway,
+  gatewayWith,
+  mockStats,
+  responses,
+  seedTenant,
+  unique,
+  upstreamRequests,
+  type Tenant,
+} from "./helpers";
+
+// What hostile callers and broken upstreams tried, and what the gateway must do instead.
+
+const linesFor = captureLogLines();
+
+const CHAT_FRAME =
+  "event: error\n" +
+  'data: {"error":{"message":"upstream stream interrupted","type":"server_error","param":null,"code":"stream_error"}}\n\n' +
+  "data: [DONE]\n\n";
+
+function post(tenant: Tenant, body: string, requestId: string, path = "/v1/chat/completions") {
+  return gateway(path, {
+    method: "POST",
+    headers: { authorization: `Bearer ${tenant.key}`, "content-type": "application/json", "x-request-id": requestId },
+    body,
+  });
+}
+
+/** The Worker with some vars overridden, answering before its stream has been read. */
+async function streamWith(vars: Partial<Env>, tenant: Tenant, body: Record<string, unknown>, requestId: string) {
+  const ctx = createExecutionContext();
+  const response = await worker.fetch(
+    new Request(`${GATEWAY}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${tenant.key}`, "x-request-id": requestId },
+      body: JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }], stream: true, ...body }),
+    }),
+    { ...env, ...vars } as Env,
+    ctx,
+  );
+  const text = await response.text();
+  await waitOnExecutionContext(ctx);
+  return { response, text };
+}
+
+/** A chat stream of exactly `raw` from the upstream, ended as `end` says. */
+const rawChat = (tenant: Tenant, raw: string, requestId: string, end = "end") =>
+  chat(tenant, { stream: true, mock: { raw_stream: raw, raw_stream_end: end } }, { "x-request-id": requestId });
+
+const CHUNK = 'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n';
+
+describe("a key the gateway interprets, repeated in the body", () => {
+  for (const [what, body, param] of [
+    ["model twice", (denied: string, granted: string) => `{"model":"${denied}","model":"${granted}","messages":[{"role":"user","content":"x"}]}`, "model"],
+    ["model twice, once escaped", (denied: string, granted: string) => `{"model":"${granted}","mod\\u0065l":"${denied}","messages":[{"role":"user","content":"x"}]}`, "model"],
+    ["model twice, the first one escaped", (denied: string, granted: string) => `{"\\u006dodel":"${denied}","model":"${granted}","messages":[{"role":"user","content":"x"}]}`, "model"],
+    ["stream twice", (_: string, granted: string) => `{"model":"${granted}","stream":true,"stream":false,"messages":[{"role":"user","content":"x"}]}`, "stream"],
+    ["messages twice", (_: string, granted: string) => `{"model":"${granted}","messages":[],"messages":[{"role":"user","content":"x"}]}`, "messages"],
+  ] as const) {
+    it(`answers 400 naming the key for ${what}, and sends nothing upstream`, async () => {
+      const granted = unique("granted");
+      const denied = unique("denied");
+      const tenant = await seedTenant({ models: { [granted]: {}, [denied]: {} }, grants: [granted] });
+      const id = unique("dup");
+      const response = await post(tenant, body(denied, granted), id);
+      const message = await expectGatewayError(response, 400, "invalid_request_error", "invalid_body", param);
+      expect(message).toBe(`Invalid body: '${param}' appears more than once.`);
+      expect(await upstreamRequests(id)).toEqual([]);
+    });
+  }
+
+  it("answers 400 on /v1/responses too", async () => {
+    const tenant = await seedTenant();
+    const id = unique("dup-responses");
+    const response = await post(tenant, `{"model":"${tenant.model}","input":"a","input":"b"}`, id, "/v1/responses");
+    await expectGatewayError(response, 400, "invalid_request_error", "invalid_body", "input");
+  });
+
+  it("forwards a body whose repeated keys are nested or not the gateway's", async () => {
+    const tenant = await seedTenant();
+    const id = unique("dup-ok");
+    const body = `{"model":"${tenant.model}","metadata":{"model":"a","model":"b"},"x":1,"x":2,"messages":[{"role":"user","content":"model","content":"x"}]}`;
+    const response = await post(tenant, body, id);
+    expect(response.status).toBe(200);
+    expect((await upstreamRequests(id))[0]!.body).toBe(body);
+  });
+});
+
+describe("a renamed model", () => {
+  it("changes only the model's value: every other byte reaches the upstream as sent", async () => {
+    const alias = unique("alias");
+    const tenant = await seedTenant({ models: { [alias]: { upstream_model: "real/model-1" } } });
+    const id = unique("rename");
+    const body = (model: string) =>
+      `{ "__proto__": {"x": 1}, "constructor": 2, "prototype": 3, "model" :\t"${model}", "big": 123456789012345678901234567890,` +
+      ` "one": 1.0, "e": 1E+2, "s": "caf\\u00e9 \\ud83d\\ude00", "messages": [{"role": "user", "content": "hi", "model": "${model}"}] }`;
+    const response = await post(tenant, body(alias), id);
+    expect(response.status).toBe(200);
+    const sent = (await upstreamRequests(id))[0]!.body;
+    expect(sent).toBe(body(alias).replace(`"model" :\t"${alias}"`, `"model" :\t"real/model-1"`));
+  });
+
+  it("renames an escaped model key's value and leaves a deeply nested body intact", async () => {
+    const alias = unique("alias");
+    const tenant = await seedTenant({ models: { [alias]: { upstream_model: "real" } } });
+    const id = unique("rename-deep");
+    const depth = 100_000;
+    const nested = `${"[".repeat(depth)}${"]".repeat(depth)}`;
+    const body = `{"messages":[{"role":"user","content":[${nested}]}],"mod\\u0065l":"${alias}"}`;
+    const response = await post(tenant, body, id);
+    expect(response.status).toBe(200);
+    expect((await upstreamRequests(id))[0]!.body).toBe(body.replace(`"${alias}"`, '"real"'));
+  });
+});
+
+describe("bounded buffers", () => {
+  it("ends a stream whose event outgrows MAX_EVENT_BYTES with the interruption frame, and cancels the upstream", async () => {
+    const tenant = await seedTenant();
+    const id = unique("huge-line");
+    const { response, text } = await streamWith({ MAX_EVENT_BYTES: "65536" }, tenant, { mock: { huge_line_bytes: 64 * 1024 * 1024 } }, id);
+    expect(response.status).toBe(200);
+    expect(text.replaceAll(": keep-alive\n\n", "")).toBe(CHAT_FRAME);
+    expect(linesFor(id)).toMatchObject([{ stream_outcome: "interrupted" }]);
+    await vi.waitFor(async () => expect((await mockStats()).aborted).toContain(id), { timeout: 1000, interval: 20 });
+  });
+
+  it("passes the events before the oversized one, and an event of exactly the limit", async () => {
+    const tenant = await seedTenant();
+    const id = unique("big-event");
+    // An event's length counts its lines and the first byte of its blank line.
+    const atLimit = `data: ${"y".repeat(4096 - 8)}\n\n`;
+    const over = `data: ${"z".repeat(4096 - 7)}\n\n`;
+    const raw = CHUNK + atLimit + over + "data: [DONE]\n\n";
+    const { text } = await streamWith({ MAX_EVENT_BYTES: "4096" }, tenant, { mock: { raw_stream: raw } }, id);
+    expect(text).toBe(CHUNK + atLimit + CHAT_FRAME);
+  });
+
+  for (const [what, mock, size] of [
+    ["a chunked 8 MiB body", { huge_body_bytes: 8 * 1024 * 1024 }, 8 * 1024 * 1024],
+    ["an 8 MiB body with its length", { huge_body_bytes: 8 * 1024 * 1024, with_length: true }, 8 * 1024 * 1024],
+    ["a gzip body that expands to 8 MiB", { gzip_bomb_bytes: 8 * 1024 * 1024 }, 8 * 1024 * 1024],
+  ] as const) {
+    it(`passes ${what} through to the caller whole`, async () => {
+      const tenant = await seedTenant();
+      const response = await chat(tenant, { mock });
+      expect(response.status).toBe(200);
+      expect(response.headers.get("content-type")).toBe("application/json");
+      const body = new Uint8Array(await response.arrayBuffer());
+      expect(body.length).toBe(size);
+      expect(new TextDecoder().decode(body.subarray(0, 8))).toBe('{"pad":"');
+      expect(new TextDecoder().decode(body.subarray(-2))).toBe('"}');
+    });
+  }
+
+  it("answers 504 when a non-streaming body stalls right after its headers", async () => {
+    const tenant = await seedTenant();
+    const response = await chat(tenant, { mock: { stall_body_after_bytes: 0 } });
+    await expectGatewayError(response, 504, "server_error", "upstream_timeout");
+  });
+
+  it("answers 504 when a non-streaming body stalls halfway", async () => {
+    const tenant = await seedTenant();
+    const response = await chat(tenant, { mock: { stall_body_after_bytes: 20 } });
+    await expectGatewayError(response, 504, "server_error", "upstream_timeout");
+  });
+});
+
+describe("stream endings", () => {
+  it("ends at a [DONE] event that also carries an id line and a comment", async () => {
+    const tenant = await seedTenant();
+    const id = unique("done-id");
+    const done = `id: ${"7".repeat(60)}\n: the upstream's own note on this last event\ndata: [DONE]\n\n`;
+    const response = await rawChat(tenant, CHUNK + done, id);
+    expect(await response.text()).toBe(CHUNK + done);
+    await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]));
+  });
+
+  it("ends at data:[DONE] without the space", async () => {
+    const tenant = await seedTenant();
+    const response = await rawChat(tenant, CHUNK + "data:[DONE]\n\n", unique("done-nospace"));
+    expect(await response.text()).toBe(CHUNK + "data:[DONE]\n\n");
+  });
+
+  it("is not ended by [DONE] inside an event's JSON, or by a [DONE] line among other data", async () => {
+    const tenant = await seedTenant();
+    const quoted = 'data: {"choices":[{"index":0,"delta":{"content":"[DONE]"}}]}\n\n';
+    const mixed = "data: [DONE]\ndata: more\n\n";
+    const response = await rawChat(tenant, CHUNK + quoted + mixed, unique("done-quoted"));
+    expect(await response.text()).toBe(CHUNK + quoted + mixed + CHAT_FRAME);
+  });
+
+  it("takes the terminal line followed by a reset as complete", async () => {
+    const tenant = await seedTenant();
+    const id = unique("done-reset");
+    const response = await rawChat(tenant, CHUNK + "data: [DONE]\n", id, "reset");
+    expect(await response.text()).toBe(CHUNK + "data: [DONE]\n\n");
+    await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]));
+  });
+
+  it("forwards nothing after the terminal event, and cancels an upstream that stays open", async () => {
+    const tenant = await seedTenant();
+    const id = unique("after-done");
+    const response = await rawChat(tenant, CHUNK + "data: [DONE]\n\n" + CHUNK + "data: [DONE]\n\n", id, "stall");
+    expect(await response.text()).toBe(CHUNK + "data: [DONE]\n\n");
+    await vi.waitFor(async () => expect((await mockStats()).aborted).toContain(id), { timeout: 1000, interval: 20 });
+    expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]);
+  });
+
+  it("does not end a Responses stream at a nested object that says response.completed", async () => {
+    const tenant = await seedTenant();
+    const events = [
+      'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress"}}\n\n',
+      'event: response.output_item.added\ndata: {"item":{"type":"response.completed","id":"x"},"type":"response.output_item.added","sequence_number":1}\n\n',
+      'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":2,"delta":"Hi"}\n\n',
+      'event: response.completed\ndata: {"type":"response.completed","sequence_number":3,"response":{"id":"resp_1","object":"response","status":"completed"}}\n\n',
+    ].join("");
+    // Paced, so that a gateway taking the nested type for the end would have stopped reading.
+    const response = await responses(tenant, { stream: true, mock: { raw_stream: events, interval_ms: 300 } });
+    expect((await response.text()).replaceAll(": keep-alive\n\n", "")).toBe(events);
+  });
+
+  it("forwards nothing after a Responses terminal event", async () => {
+    const tenant = await seedTenant();
+    const completed =
+      'event: response.completed\ndata: {"type":"response.completed","sequence_number":0,"response":{"id":"r","object":"response","status":"completed"}}\n\n';
+    const late = 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":1,"delta":"late"}\n\n';
+    const response = await responses(tenant, { stream: true, mock: { raw_stream: completed + late } });
+    expect(await response.text()).toBe(completed);
+  });
+});
+
+describe("smaller defects", () => {
+  it("answers 408 to a body that trickles in past BODY_TIMEOUT_MS, and sends nothing upstream", async () => {
+    const tenant = await seedTenant();
+    const id = unique("trickle");
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode(`{"model":"${tenant.model}",`));
+      },
+    });
+    const response = await gatewayWith({ BODY_TIMEOUT_MS: "300" }, "/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${tenant.key}`, "x-request-id": id },
+      body,
+    });
+    const message = await expectGatewayError(response, 408, "invalid_request_error", "request_timeout");
+    expect(message).toBe("The request body did not arrive in time.");
+    expect(await upstreamRequests(id)).toEqual([]);
+  });
+
+  it("answers 408 to a trickling admin body too", async () => {
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"requests_per_minute":'));
+      },
+    });
+    const response = await gatewayWith({ BODY_TIMEOUT_MS: "300" }, `/admin/orgs/${unique("org")}`, {
+      method: "PUT",
+      headers: { authorization: "Bearer test-admin-token" },
+      body,
+    });
+    await expectGatewayError(response, 408, "invalid_request_error", "request_timeout");
+  });
+
+  for (const status of [600, 700, 999]) {
+    it(`answers 502 upstream_unavailable to an upstream status of ${status}`, async () => {
+      const tenant = await seedTenant();
+      const id = unique("odd-status");
+      const response = await chat(tenant, { mock: { status, body: '{"error":"odd"}' } }, { "x-request-id": id });
+      await expectGatewayError(response, 502, "server_error", "upstream_unavailable");
+    });
+  }
+});

@@ -1,0 +1,285 @@
+import { env } from "cloudflare:workers";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  captureLogLines,
+  chat,
+  expectGatewayError,
+  gateway,
+  gatewayWith,
+  seedTenant,
+  unique,
+  upstreamRequests,
+  type Tenant,
+} from "./helpers";
+
+// Records an operator wrote by hand (`wrangler kv key put`) are input like any request body: each
+// kind is checked where it is read, and a bad one never reads as "no limit" or "granted".
+
+const linesFor = captureLogLines();
+const ADMIN = { authorization: "Bearer test-admin-token" };
+
+async function putRaw(key: string, value: string) {
+  await env.GATEWAY_KV.put(key, value);
+}
+
+/** A chat request that must stop at a 500 naming the bad record's kind in the log, never upstream. */
+async function expectInvalidRecord(tenant: Tenant, kind: string, vars = {}) {
+  const id = unique("bad-record");
+  const init = {
+    method: "POST",
+    headers: { authorization: `Bearer ${tenant.key}`, "x-request-id": id },
+    body: JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }] }),
+  };
+  const response = await gatewayWith(vars, "/v1/chat/completions", init);
+  const message = await expectGatewayError(response, 500, "server_error", "internal_error");
+  expect(message).toBe("An unexpected error occurred in the gateway.");
+  expect(linesFor(id)).toMatchObject([{ status: 500, code: "internal_error", error: `InvalidRecord: invalid ${kind} record` }]);
+  expect(await upstreamRequests(id)).toEqual([]);
+}
+
+describe("org records", () => {
+  for (const [what, limits] of [
+    ["a negative limit", { requests_per_minute: -1 }],
+    ["a zero limit", { requests_per_minute: 0 }],
+    ["a fractional limit", { requests_per_minute: 1.5 }],
+    ["a numeric string", { requests_per_minute: "5" }],
+    ["a word", { user_requests_per_minute: "lots" }],
+    ["null", { user_requests_per_minute: null }],
+    ["a misspelt field", { request_per_minute: 5 }],
+  ] as const) {
+    it(`refuses every request of an org whose record has ${what}`, async () => {
+      const tenant = await seedTenant();
+      await putRaw(`org:${tenant.org}`, JSON.stringify(limits));
+      await expectInvalidRecord(tenant, "org");
+    });
+  }
+
+  for (const [what, text] of [
+    ["not JSON", "{requests_per_minute: 5"],
+    ["an array", "[1]"],
+    ["null", "null"],
+  ] as const) {
+    it(`refuses every request of an org whose record is ${what}`, async () => {
+      const tenant = await seedTenant();
+      await putRaw(`org:${tenant.org}`, text);
+      await expectInvalidRecord(tenant, "org");
+    });
+  }
+
+  it("never admits more than the defaults would, whatever invalid record an org has", async () => {
+    const bad = fc.oneof(
+      fc.integer({ max: 0 }),
+      fc.double({ noNaN: true, noDefaultInfinity: true }).filter((n) => !Number.isInteger(n)),
+      fc.integer({ min: 10_000_001 }),
+      fc.string(),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(fc.nat(), { maxLength: 2 }),
+      fc.dictionary(fc.string(), fc.nat(), { maxKeys: 2 }),
+    );
+    const record = fc.oneof(
+      fc.record({ requests_per_minute: bad }),
+      fc.record({ user_requests_per_minute: bad }),
+      fc.record({ requests_per_minute: fc.integer({ min: 1, max: 5 }), user_requests_per_minute: bad }),
+      fc.record({ requests_per_minute: fc.integer({ min: 1, max: 5 }), extra: fc.nat() }),
+      fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.nat())),
+    );
+    await fc.assert(
+      fc.asyncProperty(record, async (value) => {
+        const tenant = await seedTenant();
+        await putRaw(`org:${tenant.org}`, JSON.stringify(value));
+        const statuses: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          const response = await gatewayWith({ DEFAULT_ORG_RPM: "1", DEFAULT_USER_RPM: "1" }, "/v1/chat/completions", {
+            method: "POST",
+            headers: { authorization: `Bearer ${tenant.key}` },
+            body: JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }] }),
+          });
+          statuses.push(response.status);
+          await response.arrayBuffer();
+        }
+        expect(statuses).toEqual([500, 500, 500]);
+      }),
+      { numRuns: 40 },
+    );
+  });
+});
+
+describe("group records", () => {
+  it("does not read a string where the list belongs as a substring match", async () => {
+    const model = unique("gpt");
+    const tenant = await seedTenant({ models: { [model]: {} } });
+    await putRaw(`group:${tenant.group}`, JSON.stringify({ models: `${model}-mini` }));
+    await expectInvalidRecord(tenant, "group");
+  });
+
+  it("answers an object where the list belongs with the logged 500, not a type error", async () => {
+    const tenant = await seedTenant();
+    await putRaw(`group:${tenant.group}`, JSON.stringify({ models: { [tenant.model]: true } }));
+    await expectInvalidRecord(tenant, "group");
+  });
+
+  it("refuses a list holding something other than model ids", async () => {
+    const tenant = await seedTenant();
+    await putRaw(`group:${tenant.group}`, JSON.stringify({ models: [tenant.model, 7] }));
+    await expectInvalidRecord(tenant, "group");
+  });
+});
+
+describe("model and key records", () => {
+  it("refuses a model whose upstream_model is not a model id", async () => {
+    const tenant = await seedTenant();
+    await putRaw(`model:${tenant.model}`, JSON.stringify({ upstream_model: 5 }));
+    await expectInvalidRecord(tenant, "model");
+  });
+
+  it("refuses a key whose record has no org", async () => {
+    const tenant = await seedTenant();
+    const hash = (await env.GATEWAY_KV.get<{ hash: string }>(`keyid:${tenant.keyId}`, "json"))!.hash;
+    const record = await env.GATEWAY_KV.get<Record<string, unknown>>(`key:${hash}`, "json");
+    delete record!.org;
+    await putRaw(`key:${hash}`, JSON.stringify(record));
+    await expectInvalidRecord(tenant, "key");
+  });
+});
+
+describe("listings with a bad record", () => {
+  it("leave the bad model out of /v1/models and show it as invalid to the operator", async () => {
+    const good = unique("good");
+    const broken = unique("broken");
+    const wrongType = unique("wrong");
+    const tenant = await seedTenant({ models: { [good]: { display_name: "Good" } }, grants: ["*"] });
+    await putRaw(`model:${broken}`, "{not json");
+    await putRaw(`model:${wrongType}`, JSON.stringify({ display_name: 5 }));
+
+    const models = await gateway("/v1/models", { headers: { authorization: `Bearer ${tenant.key}` } });
+    expect(models.status).toBe(200);
+    const ids = (await models.json<{ data: Array<{ id: string }> }>()).data.map((m) => m.id);
+    expect(ids).toContain(good);
+    expect(ids).not.toContain(broken);
+    expect(ids).not.toContain(wrongType);
+
+    const listed = await gateway("/admin/models", { headers: ADMIN });
+    expect(listed.status).toBe(200);
+    const data = (await listed.json<{ data: Array<Record<string, unknown>> }>()).data;
+    expect(data.find((m) => m.id === good)).toEqual({ id: good, display_name: "Good" });
+    expect(data.find((m) => m.id === broken)).toEqual({ id: broken, invalid: true, problem: "not valid JSON" });
+    expect(data.find((m) => m.id === wrongType)).toEqual({ id: wrongType, invalid: true, problem: "display_name: must be a string" });
+  });
+
+  it("leave an explicitly granted bad model out of /v1/models", async () => {
+    const good = unique("good");
+    const broken = unique("broken");
+    const tenant = await seedTenant({ models: { [good]: {}, [broken]: {} } });
+    await putRaw(`model:${broken}`, "[]");
+    const models = await gateway("/v1/models", { headers: { authorization: `Bearer ${tenant.key}` } });
+    expect((await models.json<{ data: Array<{ id: string }> }>()).data.map((m) => m.id)).toEqual([good]);
+  });
+
+  it("show a bad group, org and key to the operator", async () => {
+    const tenant = await seedTenant();
+    await putRaw(`group:${tenant.group}`, JSON.stringify({ models: "x" }));
+    await putRaw(`org:${tenant.org}`, JSON.stringify({ requests_per_minute: -3 }));
+    const hash = (await env.GATEWAY_KV.get<{ hash: string }>(`keyid:${tenant.keyId}`, "json"))!.hash;
+    await putRaw(`key:${hash}`, JSON.stringify({ id: tenant.keyId }));
+
+    const groups = (await (await gateway("/admin/groups", { headers: ADMIN })).json<{ data: unknown[] }>()).data;
+    expect(groups).toContainEqual({ id: tenant.group, invalid: true, problem: "models: must be an array of model ids" });
+    const org = await gateway(`/admin/orgs/${tenant.org}`, { headers: ADMIN });
+    expect(await org.json()).toEqual({ id: tenant.org, invalid: true, problem: "requests_per_minute: must be a positive integer" });
+    const keys = (await (await gateway("/admin/keys", { headers: ADMIN })).json<{ data: unknown[] }>()).data;
+    expect(keys).toContainEqual({ hash, invalid: true, problem: "org: is missing" });
+  });
+});
+
+describe("vars", () => {
+  for (const [name, value] of [
+    ["DEFAULT_ORG_RPM", "abc"],
+    ["DEFAULT_USER_RPM", "0"],
+    ["MAX_BODY_BYTES", "-5"],
+    ["UPSTREAM_TIMEOUT_MS", "1.5"],
+    ["STREAM_IDLE_TIMEOUT_MS", ""],
+    ["BODY_TIMEOUT_MS", "10s"],
+    ["MAX_EVENT_BYTES", "0x10"],
+    ["UPSTREAM_BASE_URL", "not a url"],
+  ] as const) {
+    it(`stops serving, with the var named in the log, when ${name} is ${JSON.stringify(value)}`, async () => {
+      const tenant = await seedTenant();
+      for (const path of ["/v1/chat/completions", "/healthz"]) {
+        const id = unique("bad-var");
+        const response = await gatewayWith({ [name]: value }, path, {
+          method: path === "/healthz" ? "GET" : "POST",
+          headers: { authorization: `Bearer ${tenant.key}`, "x-request-id": id },
+          body: path === "/healthz" ? undefined : JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }] }),
+        });
+        await expectGatewayError(response, 500, "server_error", "internal_error");
+        const error = name === "UPSTREAM_BASE_URL" ? `${name} must be an http or https URL` : `${name} must be a positive integer`;
+        expect(linesFor(id)).toMatchObject([{ error: `ConfigError: ${error}` }]);
+        expect(await upstreamRequests(id)).toEqual([]);
+      }
+    });
+  }
+
+  it("serves with the documented defaults when the vars are not set at all", async () => {
+    const tenant = await seedTenant();
+    const response = await gatewayWith(
+      { DEFAULT_ORG_RPM: undefined, MAX_BODY_BYTES: undefined, BODY_TIMEOUT_MS: undefined, MAX_EVENT_BYTES: undefined },
+      "/v1/chat/completions",
+      {
+        method: "POST",
+        headers: { authorization: `Bearer ${tenant.key}` },
+        body: JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }] }),
+      },
+    );
+    expect(response.status).toBe(200);
+  });
+});
+
+describe("admin keys listing", () => {
+  it("refuses an empty org filter instead of listing every org's keys", async () => {
+    await seedTenant();
+    const response = await gateway("/admin/keys?org=", { headers: ADMIN });
+    await expectGatewayError(response, 400, "invalid_request_error", "invalid_body");
+  });
+});
+
+describe("admin token", () => {
+  for (const token of ['p@ss w0rd!"#$%&\'()*,;<=>?[\\]^`{|}', "tok%20en", "a"]) {
+    it(`accepts the operator's token ${JSON.stringify(token)}, and only it`, async () => {
+      const ok = await gatewayWith({ ADMIN_TOKEN: token }, "/admin/models", { headers: { authorization: `Bearer ${token}` } });
+      expect(ok.status).toBe(200);
+      const wrong = await gatewayWith({ ADMIN_TOKEN: token }, "/admin/models", { headers: { authorization: `Bearer ${token}x` } });
+      expect(wrong.status).toBe(401);
+      expect(await wrong.text()).toBe('{"error":"Unauthorized"}');
+    });
+  }
+
+  for (const token of [" padded", "trailing ", "tökén", "tab\there"]) {
+    it(`refuses to run the admin API with a token no client can send: ${JSON.stringify(token)}`, async () => {
+      const id = unique("admin-token");
+      const response = await gatewayWith({ ADMIN_TOKEN: token }, "/admin/models", {
+        headers: { authorization: "Bearer anything", "x-request-id": id },
+      });
+      await expectGatewayError(response, 500, "server_error", "internal_error");
+      expect(linesFor(id)).toMatchObject([
+        { error: "InternalFault: ADMIN_TOKEN must be printable ASCII without spaces at either end" },
+      ]);
+    });
+  }
+});
+
+describe("model routes after a record is fixed", () => {
+  it("serves the org again once its record is rewritten through the admin API", async () => {
+    const tenant = await seedTenant();
+    await putRaw(`org:${tenant.org}`, JSON.stringify({ requests_per_minute: "many" }));
+    expect((await chat(tenant)).status).toBe(500);
+    const put = await gateway(`/admin/orgs/${tenant.org}`, {
+      method: "PUT",
+      headers: ADMIN,
+      body: JSON.stringify({ requests_per_minute: 10 }),
+    });
+    expect(put.status).toBe(200);
+    expect((await chat(tenant)).status).toBe(200);
+  });
+});
