@@ -77,8 +77,8 @@ export async function gatewayWorker({ bundle, vars, name = "gateway", routes }) 
       ...vars,
     },
     kvNamespaces: { GATEWAY_KV: `${name}-kv` },
-    // wrangler.toml declares RateLimiter under new_sqlite_classes.
-    durableObjects: { RATE_LIMITER: { className: "RateLimiter", useSQLite: true } },
+    // wrangler.toml declares the class under new_sqlite_classes (as RateLimiter, renamed OrgGate).
+    durableObjects: { RATE_LIMITER: { className: "OrgGate", useSQLite: true } },
   };
 }
 

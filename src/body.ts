@@ -70,7 +70,9 @@ function paramOf(issue: v.BaseIssue<unknown>): string | null {
   return param || null;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+// A byte order mark is kept, so that JSON.parse refuses it: the gateway must not check a body the
+// upstream's parser would read differently.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function decode(bytes: ArrayBuffer): string {
   try {

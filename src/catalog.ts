@@ -3,9 +3,15 @@ import { GatewayError } from "./errors";
 import { readRecord, type GroupRecord } from "./records";
 import type { AppEnv } from "./types";
 
-/** Whether `group` grants model `id`; `"*"` grants every model, a missing group none. */
-export const grants = (group: GroupRecord | null, id: string) =>
-  !!group && (group.models.includes("*") || group.models.includes(id));
+/** What a group grants: every model of the catalog (its list holds `"*"`), or the models it lists. */
+export const granted = (group: GroupRecord | null): "all" | readonly string[] =>
+  group?.models.includes("*") ? "all" : (group?.models ?? []);
+
+/** Whether `group` grants model `id`; a missing group grants none. */
+const grants = (group: GroupRecord | null, id: string) => {
+  const models = granted(group);
+  return models === "all" || models.includes(id);
+};
 
 /** Step 4: the requested model must be in the catalog. */
 export function resolveModel(): MiddlewareHandler<AppEnv> {

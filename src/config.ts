@@ -28,17 +28,28 @@ function positiveInt(env: Env, name: keyof Env, fallback: number): number {
   return n;
 }
 
+/**
+ * The upstream base: an http(s) URL with no credentials, query or fragment (the gateway appends a
+ * path to it), and no whitespace the URL parser would quietly trim. Trailing slashes are dropped.
+ */
 function baseUrl(value: string | undefined): string {
   let url: URL | undefined;
   try {
-    url = value ? new URL(value) : undefined;
+    url = value && value.trim() === value ? new URL(value) : undefined;
   } catch {
     url = undefined;
   }
-  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) {
-    throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL");
-  }
-  return value!.replace(/\/+$/, "");
+  const usable =
+    url &&
+    (url.protocol === "http:" || url.protocol === "https:") &&
+    !url.username &&
+    !url.password &&
+    !url.search &&
+    !url.hash &&
+    !value!.includes("?") &&
+    !value!.includes("#");
+  if (!usable) throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL without query or fragment");
+  return `${url!.origin}${url!.pathname}`.replace(/\/+$/, "");
 }
 
 // One env object serves many requests of an isolate; parse it once (a bad var fails every time).

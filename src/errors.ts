@@ -1,50 +1,31 @@
 import type { Context } from "hono";
-import type { AppEnv } from "./types";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { RequestLog } from "./request-log";
 
 /**
- * Every error the gateway itself answers with, and its public status and type.
+ * Every error the gateway itself answers with: its public status, type and default message.
  * Internal causes map onto these codes; nothing else reaches a caller.
  */
-const CATALOG = {
-  not_found: [404, "invalid_request_error"],
-  method_not_allowed: [405, "invalid_request_error"],
-  unauthorized: [401, "invalid_request_error"],
-  request_too_large: [413, "invalid_request_error"],
-  request_timeout: [408, "invalid_request_error"],
-  invalid_body: [400, "invalid_request_error"],
-  model_not_found: [400, "invalid_request_error"],
-  group_not_found: [400, "invalid_request_error"],
-  model_in_use: [409, "invalid_request_error"],
-  group_in_use: [409, "invalid_request_error"],
-  model_access_denied: [403, "permission_error"],
-  rate_limit_exceeded: [429, "rate_limit_error"],
-  upstream_empty_body: [502, "server_error"],
-  upstream_unavailable: [502, "server_error"],
-  upstream_timeout: [504, "server_error"],
-  internal_error: [500, "server_error"],
-} as const satisfies Record<string, readonly [ContentfulStatusCode, string]>;
+const ERRORS = {
+  not_found: [404, "invalid_request_error", "Not found."],
+  method_not_allowed: [405, "invalid_request_error", "Method not allowed."],
+  unauthorized: [401, "invalid_request_error", "Unauthorized"],
+  request_too_large: [413, "invalid_request_error", "Request body is too large."],
+  request_timeout: [408, "invalid_request_error", "The request body did not arrive in time."],
+  invalid_body: [400, "invalid_request_error", "Request body is invalid."],
+  model_not_found: [400, "invalid_request_error", "Model not found."],
+  group_not_found: [400, "invalid_request_error", "Group not found."],
+  model_in_use: [409, "invalid_request_error", "The model is still granted by a group."],
+  group_in_use: [409, "invalid_request_error", "The group is still used by a key."],
+  model_access_denied: [403, "permission_error", "This API key may not use this model."],
+  rate_limit_exceeded: [429, "rate_limit_error", "Rate limit exceeded."],
+  upstream_empty_body: [502, "server_error", "The upstream returned an empty response body."],
+  upstream_unavailable: [502, "server_error", "The upstream could not be reached."],
+  upstream_timeout: [504, "server_error", "The upstream did not respond in time."],
+  internal_error: [500, "server_error", "An unexpected error occurred in the gateway."],
+} as const satisfies Record<string, readonly [ContentfulStatusCode, string, string]>;
 
-export type ErrorCode = keyof typeof CATALOG;
-
-const DEFAULT_MESSAGES: Record<ErrorCode, string> = {
-  not_found: "Not found.",
-  method_not_allowed: "Method not allowed.",
-  unauthorized: "Unauthorized",
-  request_too_large: "Request body is too large.",
-  request_timeout: "The request body did not arrive in time.",
-  invalid_body: "Request body is invalid.",
-  model_not_found: "Model not found.",
-  group_not_found: "Group not found.",
-  model_in_use: "The model is still granted by a group.",
-  group_in_use: "The group is still used by a key.",
-  model_access_denied: "This API key may not use this model.",
-  rate_limit_exceeded: "Rate limit exceeded.",
-  upstream_empty_body: "The upstream returned an empty response body.",
-  upstream_unavailable: "The upstream could not be reached.",
-  upstream_timeout: "The upstream did not respond in time.",
-  internal_error: "An unexpected error occurred in the gateway.",
-};
+export type ErrorCode = keyof typeof ERRORS;
 
 export interface GatewayErrorOptions {
   param?: string | null;
@@ -66,11 +47,11 @@ export class GatewayError extends Error {
 
   constructor(
     readonly code: ErrorCode,
-    message: string = DEFAULT_MESSAGES[code],
+    message: string = ERRORS[code][2],
     options: GatewayErrorOptions = {},
   ) {
     super(message);
-    [this.status, this.type] = CATALOG[code];
+    [this.status, this.type] = ERRORS[code];
     this.param = options.param ?? null;
     this.headers = options.headers ?? {};
   }
@@ -116,7 +97,7 @@ function describeFault(err: unknown): string {
  * and the log line records its code (and, for a bug, only the error's name: its message may quote
  * caller data).
  */
-export function handleError(err: unknown, c: Context<AppEnv>): Response {
+export function handleError<E extends { Variables: { log: RequestLog } }>(err: unknown, c: Context<E>): Response {
   const error = toGatewayError(err);
   const log = c.get("log").fields;
   log.code = error.code;

@@ -8,14 +8,14 @@ import { requireConfig } from "./config";
 import { GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
 import { listModels } from "./models";
-import { rateLimit, refuseRevoked } from "./rate-limiter";
+import { admitRequest, refuseRevoked, revokedFirst } from "./admission";
 import { methodNotAllowed } from "./routing";
 import { chatCompletionBody, responsesBody, type BodySchema } from "./schemas";
 import { chatDialect, responsesDialect, type StreamDialect } from "./stream-dialects";
 import { proxy } from "./upstream";
 import type { AppEnv } from "./types";
 
-export { RateLimiter } from "./rate-limiter";
+export { OrgGate } from "./org-gate";
 
 const app = new Hono<AppEnv>();
 
@@ -23,10 +23,10 @@ app.use(requestId(), accessLog(), requireConfig());
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 
-// The pipeline, in contract order: auth, body, model, access, rate limit, upstream. Both model
+// The pipeline, in contract order: auth, body, model, access, admission (limits), upstream. Both model
 // routes run it; they differ only in their body schema, upstream path and stream conventions.
 const pipeline = (schema: BodySchema, path: string, dialect: () => StreamDialect) =>
-  [apiKeyAuth(), jsonBody(schema), resolveModel(), checkAccess(), rateLimit(), proxy(path, dialect)] as const;
+  [apiKeyAuth(), revokedFirst(), jsonBody(schema), resolveModel(), checkAccess(), admitRequest(), proxy(path, dialect)] as const;
 
 app.post("/v1/chat/completions", ...pipeline(chatCompletionBody, "/chat/completions", chatDialect));
 app.post("/v1/responses", ...pipeline(responsesBody, "/responses", responsesDialect));

@@ -8,11 +8,25 @@
  */
 
 /**
- * One token: a whole string (escapes included) or a bracket. Everything between tokens (numbers,
- * literals, commas, colons, whitespace) is skipped by the search itself, natively.
+ * The next quote or bracket. Everything between (numbers, literals, commas, colons, whitespace) is
+ * skipped by the search itself, natively; strings are then skipped with `indexOf`, which needs no
+ * backtracking (a pattern matching whole strings ran out of stack on bodies with millions of
+ * escapes).
  */
-const TOKEN = /"[^"\\]*(?:\\.[^"\\]*)*"|[{}[\]]/g;
+const STRUCTURE = /["{}[\]]/g;
 const SPACE = /[ \t\n\r]*/y;
+
+/** The offset just past the string whose opening quote is at `start`. */
+function stringEnd(text: string, start: number): number {
+  let quote = text.indexOf('"', start + 1);
+  for (;;) {
+    // A quote preceded by an odd number of backslashes is escaped.
+    let slashes = 0;
+    while (text.charCodeAt(quote - 1 - slashes) === 0x5c) slashes++;
+    if (slashes % 2 === 0) return quote + 1;
+    quote = text.indexOf('"', quote + 1);
+  }
+}
 
 /** Where a top-level key's value lies in the text: `[start, end)`; `end` is known for strings only. */
 export interface KeyPlace {
@@ -40,27 +54,25 @@ function skipSpace(text: string, from: number): number {
 export function topLevelKeys(text: string, wanted: ReadonlySet<string>): KeyPlace[] {
   const found: KeyPlace[] = [];
   let depth = 0;
-  TOKEN.lastIndex = 0;
-  for (let token = TOKEN.exec(text); token; token = TOKEN.exec(text)) {
-    const lexeme = token[0];
-    const first = lexeme.charCodeAt(0);
-    if (first !== 0x22) {
-      depth += first === 0x7b || first === 0x5b ? 1 : -1;
+  STRUCTURE.lastIndex = 0;
+  for (let match = STRUCTURE.exec(text); match; match = STRUCTURE.exec(text)) {
+    const at = match.index;
+    const char = text.charCodeAt(at);
+    if (char !== 0x22) {
+      depth += char === 0x7b || char === 0x5b ? 1 : -1;
       continue;
     }
+    const end = stringEnd(text, at);
+    STRUCTURE.lastIndex = end;
     if (depth !== 1) continue;
-    const after = skipSpace(text, TOKEN.lastIndex);
+    const after = skipSpace(text, end);
     // A string at depth 1 followed by a colon is a key; any other is a value.
     if (text.charCodeAt(after) !== 0x3a) continue;
+    const lexeme = text.slice(at, end);
     const key = lexeme.includes("\\") ? (JSON.parse(lexeme) as string) : lexeme.slice(1, -1);
     if (!wanted.has(key)) continue;
     const start = skipSpace(text, after + 1);
-    let end = -1;
-    if (text.charCodeAt(start) === 0x22) {
-      TOKEN.lastIndex = start;
-      end = start + TOKEN.exec(text)![0].length;
-    }
-    found.push({ key, start, end });
+    found.push({ key, start, end: text.charCodeAt(start) === 0x22 ? stringEnd(text, start) : -1 });
   }
   return found;
 }

@@ -1,5 +1,5 @@
 import { hashKey } from "./auth";
-import { orgGate } from "./rate-limiter";
+import { orgGate } from "./admission";
 import {
   checkRecord,
   inspectRecord,
@@ -57,8 +57,7 @@ export async function createKey(kv: KVNamespace, fields: NewKey): Promise<{ key:
  */
 export async function listKeys(kv: KVNamespace, org?: string): Promise<Array<Listed<ApiKeyRecord>>> {
   const listed = await Promise.all(
-    (await listKeyEntries(kv)).map(async ({ name, metadata }): Promise<Listed<ApiKeyRecord> | null> => {
-      const hash = name.slice("key:".length);
+    (await listKeyEntries(kv)).map(async ({ hash, metadata }): Promise<Listed<ApiKeyRecord> | null> => {
       const fromMetadata = metadata === undefined ? null : checkRecord("key", metadata);
       // Keys written by hand carry no metadata; read those.
       const checked = fromMetadata?.ok ? fromMetadata : await inspectRecord(kv, "key", hash, true);

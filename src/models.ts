@@ -1,4 +1,5 @@
 import type { Handler } from "hono";
+import { granted } from "./catalog";
 import { inspectRecord, listRecords, readRecord, type ModelRecord } from "./records";
 import type { AppEnv } from "./types";
 
@@ -9,14 +10,13 @@ import type { AppEnv } from "./types";
  */
 export const listModels: Handler<AppEnv> = async (c) => {
   const kv = c.env.GATEWAY_KV;
-  const group = await readRecord(kv, "group", c.get("apiKey").group);
-  const granted = group?.models ?? [];
+  const grant = granted(await readRecord(kv, "group", c.get("apiKey").group));
   let models: Array<[string, ModelRecord]>;
-  if (granted.includes("*")) {
+  if (grant === "all") {
     models = (await listRecords(kv, "model")).flatMap((m) => (m.ok ? [[m.id, m.value] as [string, ModelRecord]] : []));
   } else {
-    const found = await Promise.all(granted.map((id) => inspectRecord(kv, "model", id)));
-    models = granted.flatMap((id, i) => {
+    const found = await Promise.all(grant.map((id) => inspectRecord(kv, "model", id)));
+    models = grant.flatMap((id, i) => {
       const model = found[i];
       return model?.ok ? [[id, model.value] as [string, ModelRecord]] : [];
     });

@@ -206,5 +206,8 @@ export async function listIds(kv: KVNamespace, kind: RecordKind): Promise<string
   return (await listEntries(kv, prefix)).map(({ name }) => name.slice(prefix.length));
 }
 
-/** Every `key:` entry with the record its metadata carries (unchecked: see keys.ts). */
-export const listKeyEntries = (kv: KVNamespace) => listEntries<unknown>(kv, recordKey("key", ""));
+/** Every `key:` entry: its hash and the record its metadata carries, unchecked (see keys.ts). */
+export async function listKeyEntries(kv: KVNamespace): Promise<Array<{ hash: string; metadata: unknown }>> {
+  const prefix = recordKey("key", "");
+  return (await listEntries<unknown>(kv, prefix)).map(({ name, metadata }) => ({ hash: name.slice(prefix.length), metadata }));
+}

@@ -85,30 +85,24 @@ export function chatDialect(): StreamDialect {
   };
 }
 
-// Responses API events are judged by the text of their JSON, not by parsing it: every event
-// passes through `observe`, and a full parse of each (some carry the whole response) builds an
-// object tree per event for three facts: the sequence number, whether the event is terminal, and
-// the response id. Decoding plus two searches cost about 0.8 µs for a small delta event
-// against 1.3 µs to decode and parse it, and 15 against 45 µs for a 60 KB `response.completed`
-// (Node 22 on the 2-core machine), allocating nothing but the string.
-// The patterns can only match JSON keys: inside a JSON string every `"` is escaped, so
-// `"type":"response.completed"` in a model's output arrives as `\"type\":\"response.completed\"`
-// and matches nothing. In the Responses stream schema `sequence_number` exists only at the top
-// level of an event, and a `type` whose value starts with `response.` only there too, so neither
-// depends on key order or spacing. What they miss is a key and its value split across two
-// `data:` lines, which no known upstream sends. A tail is completed only when its data parses,
-// so a terminal event whose later `data:` line never came stays unfinished.
+// Responses API events are judged by their parsed data: the event's own top-level `type` and
+// `sequence_number`, whatever the key order, JSON escapes (`"response.complet\u0065d"`) or
+// `data:` lines they are split over, and never a nested object (an echoed `metadata` can hold
+// anything a caller sent). Parsing every event costs a little more than searching its text (a
+// small delta event is a few hundred bytes); a search was fooled by each of those spellings.
 
-/** The event's `sequence_number`. */
-const SEQUENCE_NUMBER = /"sequence_number"\s*:\s*(\d+)/;
-/** The lifecycle event types the gateway acts on: the first two carry the response id. */
-const LIFECYCLE = /"type"\s*:\s*"response\.(created|in_progress|completed|failed|incomplete)"/;
-const TERMINAL = new Set(["completed", "failed", "incomplete"]);
 const TERMINAL_TYPES = new Set(["response.completed", "response.failed", "response.incomplete"]);
+/** The events that carry the response id. */
 const ANNOUNCING_TYPES = new Set(["response.created", "response.in_progress"]);
 
-/** The parsed data of an event, or undefined when it is not JSON. For a few events per stream only. */
-function parseData(text: string): { type?: unknown; sequence_number?: unknown; response?: { id?: unknown } } | undefined {
+interface ResponsesEventData {
+  type?: unknown;
+  sequence_number?: unknown;
+  response?: { id?: unknown } | null;
+}
+
+/** The parsed data of an event, or undefined when it is not a JSON object. */
+function parseData(text: string): ResponsesEventData | undefined {
   try {
     const data: unknown = JSON.parse(dataOf(text));
     return data && typeof data === "object" ? data : undefined;
@@ -116,6 +110,8 @@ function parseData(text: string): { type?: unknown; sequence_number?: unknown; r
     return undefined;
   }
 }
+
+const isTerminal = (data: ResponsesEventData | undefined) => typeof data?.type === "string" && TERMINAL_TYPES.has(data.type);
 
 const INTERRUPTED = "upstream stream interrupted";
 
@@ -144,9 +140,9 @@ function responsesInterruption(sequenceNumber: number, id: string): Uint8Array {
 
 /**
  * Responses API: finished by `response.completed`, `response.failed` or `response.incomplete`.
- * Per event it decodes the bytes and runs two regular expressions (see above); only the event
- * that announces the response (`response.created`, else `response.in_progress`) is parsed, for
- * its id. When no id was seen the frames name a made-up `resp_gw_<32 hex>` response.
+ * Each event's data is parsed (see above) for its type and sequence number, and the announcing
+ * event (`response.created`, else `response.in_progress`) for the response id. When no id was
+ * seen the frames name a made-up `resp_gw_<32 hex>` response.
  */
 export function responsesDialect(): StreamDialect {
   let finished = false;
@@ -155,18 +151,12 @@ export function responsesDialect(): StreamDialect {
   return {
     observe(event) {
       if (finished) return;
-      const text = decoder.decode(event);
-      const sequenceNumber = SEQUENCE_NUMBER.exec(text);
-      if (sequenceNumber) lastSequenceNumber = Number(sequenceNumber[1]);
-      const lifecycle = LIFECYCLE.exec(text)?.[1];
-      if (!lifecycle || (!TERMINAL.has(lifecycle) && responseId !== undefined)) return;
-      // The pattern may have matched inside a nested object; the event's own `type` decides.
-      const data = parseData(text);
-      if (typeof data?.sequence_number === "number") lastSequenceNumber = data.sequence_number;
-      const type = typeof data?.type === "string" ? data.type : "";
-      if (TERMINAL_TYPES.has(type)) finished = true;
-      else if (responseId === undefined && ANNOUNCING_TYPES.has(type)) {
-        const id = data?.response?.id;
+      const data = parseData(decoder.decode(event));
+      if (!data) return;
+      if (Number.isSafeInteger(data.sequence_number)) lastSequenceNumber = data.sequence_number as number;
+      if (isTerminal(data)) finished = true;
+      else if (responseId === undefined && ANNOUNCING_TYPES.has(data.type as string)) {
+        const id = data.response?.id;
         if (typeof id === "string") responseId = id;
       }
     },
@@ -176,13 +166,8 @@ export function responsesDialect(): StreamDialect {
     completeTail(tail) {
       const text = decoder.decode(tail);
       const lineEnd = trailingLineEnd(text);
-      if (!lineEnd) return null;
-      const lifecycle = LIFECYCLE.exec(text)?.[1];
-      if (!lifecycle || !TERMINAL.has(lifecycle)) return null;
-      // The pattern matched, but maybe inside a nested object, or a data line is still missing:
-      // only whole JSON whose own type is terminal completes it.
-      const type = parseData(text.slice(0, -lineEnd.length))?.type;
-      return typeof type === "string" && TERMINAL_TYPES.has(type) ? encoder.encode(lineEnd) : null;
+      // Only whole JSON whose own type is terminal completes it: a data line may still be missing.
+      return lineEnd && isTerminal(parseData(text.slice(0, -lineEnd.length))) ? encoder.encode(lineEnd) : null;
     },
     interruption() {
       const sequenceNumber = lastSequenceNumber === undefined ? 0 : lastSequenceNumber + 1;

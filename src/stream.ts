@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import type { Config } from "./config";
-import type { StreamOutcome } from "./log";
+import type { StreamOutcome } from "./request-log";
 import { SseFramer } from "./sse";
 import type { StreamDialect } from "./stream-dialects";
 import type { AppEnv } from "./types";

@@ -1,12 +1,12 @@
 import type { RequestIdVariables } from "hono/request-id";
-import type { RateLimiter } from "./rate-limiter";
-import type { RequestLog } from "./log";
+import type { OrgGate } from "./org-gate";
+import type { RequestLog } from "./request-log";
 import type { ApiKeyRecord, ModelRecord } from "./records";
 
 /** Bindings from wrangler.toml: `[vars]` arrive as strings, secrets may be absent. */
 export interface Env {
   GATEWAY_KV: KVNamespace;
-  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  RATE_LIMITER: DurableObjectNamespace<OrgGate>;
   UPSTREAM_BASE_URL: string;
   DEFAULT_ORG_RPM?: string;
   DEFAULT_USER_RPM?: string;

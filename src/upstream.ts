@@ -58,6 +58,35 @@ async function within<T>(read: () => Promise<T>, abort: AbortController, ms: num
   }
 }
 
+/** The content codings the runtime decodes by itself, compared exactly as it compares them. */
+const RUNTIME_DECODED = new Set(["gzip", "br"]);
+/** Codings the runtime leaves encoded (other spellings included) that the gateway decodes. */
+const DECODERS: Record<string, "gzip" | "deflate"> = { gzip: "gzip", "x-gzip": "gzip", deflate: "deflate" };
+
+/**
+ * The upstream's answer with a body the gateway can read: the runtime decodes `gzip` and `br`
+ * itself, but not `GZIP`, `x-gzip`, `deflate` or a list such as `identity, gzip`. Those are decoded
+ * here, as a stream (never holding the expanded body); a coding nobody can decode is an answer the
+ * gateway cannot read: 502.
+ */
+function decodable(upstream: Response): Response {
+  const coding = upstream.headers.get("content-encoding");
+  if (coding === null || RUNTIME_DECODED.has(coding)) return upstream;
+  const codings = coding
+    .split(",")
+    .map((name) => name.trim().toLowerCase())
+    .filter((name) => name && name !== "identity");
+  if (codings.length === 0) return upstream;
+  const format = codings.length === 1 ? DECODERS[codings[0]!] : undefined;
+  if (!format) throw new GatewayError("upstream_unavailable");
+  const headers = new Headers(upstream.headers);
+  headers.delete("content-encoding");
+  headers.delete("content-length");
+  // The identity stream gives the stream driver the byte reader it reads with.
+  const body = upstream.body?.pipeThrough(new DecompressionStream(format)).pipeThrough(new IdentityTransformStream());
+  return new Response(body ?? null, { status: upstream.status, headers });
+}
+
 const readsWhole = (upstream: Response) => {
   const length = Number(upstream.headers.get("content-length") ?? NaN);
   const coding = upstream.headers.get("content-encoding");
@@ -126,18 +155,19 @@ export function proxy(path: string, dialect: () => StreamDialect): MiddlewareHan
   return async function proxy(c) {
     const config = readConfig(c.env);
     const abort = new AbortController();
-    const upstream = await send(
+    const answer = await send(
       config.upstreamBaseUrl + path,
       { method: "POST", headers: upstreamHeaders(c, config), body: upstreamBody(c) },
       config.upstreamTimeoutMs,
       abort,
     );
-    c.get("log").fields.upstream_status = upstream.status;
+    c.get("log").fields.upstream_status = answer.status;
     // No response can carry such a status on to the caller: the upstream's answer is unusable.
-    if (upstream.status < 200 || upstream.status > 599) {
+    if (answer.status < 200 || answer.status > 599) {
       abort.abort();
       throw new GatewayError("upstream_unavailable");
     }
+    const upstream = decodable(answer);
 
     if (upstream.ok && isEventStream(upstream) && upstream.body) {
       const body = upstream as Response & { body: ReadableStream<Uint8Array> };

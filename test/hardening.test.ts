@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Admission } from "../src/rate-limiter";
+import type { Admission } from "../src/org-gate";
 import { chat, envelope, gateway, gatewayWith, seedTenant, upstreamRequests, unique, type Tenant } from "./helpers";
 
 function post(tenant: Tenant, body: BodyInit, requestId: string, headers: Record<string, string> = {}) {

@@ -280,3 +280,162 @@ describe("smaller defects", () => {
     });
   }
 });
+
+// Variants of the same classes, found by a second round of hostile probes.
+
+describe("more variants: bodies", () => {
+  it("forwards a valid 9 MB body of 4.5 million escapes untouched", async () => {
+    const tenant = await seedTenant();
+    const id = unique("escapes");
+    const body = `{"model":"${tenant.model}","messages":[{"role":"user","content":"${"\\n".repeat(4_500_000)}"}]}`;
+    const response = await post(tenant, body, id);
+    expect(response.status).toBe(200);
+    const sent = (await upstreamRequests(id))[0]!.body;
+    expect(sent.length).toBe(body.length);
+    expect(sent === body).toBe(true);
+  });
+
+  it("refuses a body that starts with a byte order mark, which the upstream's parser would not read", async () => {
+    const tenant = await seedTenant();
+    const id = unique("bom");
+    const text = `{"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}]}`;
+    const response = await post(tenant, new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode(text)]) as never, id);
+    const message = await expectGatewayError(response, 400, "invalid_request_error", "invalid_body");
+    expect(message).toBe("The request body is not valid JSON.");
+    expect(await upstreamRequests(id)).toEqual([]);
+  });
+
+  for (const base of ["/v1 ", "/v1?a=1", "/v1#frag"]) {
+    it(`refuses to serve with UPSTREAM_BASE_URL ending ${JSON.stringify(base)}`, async () => {
+      const tenant = await seedTenant();
+      const id = unique("base-url");
+      const url = env.UPSTREAM_BASE_URL.replace(/\/v1$/, base);
+      const { response } = await streamWith({ UPSTREAM_BASE_URL: url }, tenant, { stream: false }, id);
+      expect(response.status).toBe(500);
+      expect(linesFor(id)).toMatchObject([
+        { code: "internal_error", error: "ConfigError: UPSTREAM_BASE_URL must be an http or https URL without query or fragment" },
+      ]);
+      expect(await upstreamRequests(id)).toEqual([]);
+    });
+  }
+});
+
+describe("more variants: a revoked key whose record this isolate still caches", () => {
+  it("answers 401 before the body, model or access refusal, and for a good request", async () => {
+    const granted = unique("granted");
+    const other = unique("other");
+    const tenant = await seedTenant({ models: { [granted]: {}, [other]: {} }, grants: [granted] });
+    expect((await chat(tenant)).status).toBe(200);
+    // Revoked only in the org's gate: what this isolate sees when another one made the revocation.
+    await env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(tenant.org)).revoke(tenant.keyId);
+    for (const body of [{ model: "no-such-model" }, { model: other }, { messages: "x" }, {}]) {
+      const response = await chat(tenant, body);
+      expect(response.status).toBe(401);
+      expect(await response.text()).toBe('{"error":"Unauthorized"}');
+    }
+  });
+});
+
+describe("more variants: content codings the runtime leaves encoded", () => {
+  for (const [coding, decoded] of [
+    ["GZIP", true],
+    ["x-gzip", true],
+    ["identity, gzip", true],
+    ["gzip, identity", true],
+    [" gzip", true],
+    ["deflate", false],
+    ["br", false],
+    ["compress", false],
+    ["gzip, br", false],
+  ] as const) {
+    it(`${decoded ? "decodes" : "answers 502 to"} a gzip body labelled ${JSON.stringify(coding)}`, async () => {
+      const tenant = await seedTenant();
+      const response = await chat(tenant, { mock: { gzip_bomb_bytes: 2000, headers: { "content-encoding": coding } } });
+      if (!decoded) return void (await expectGatewayError(response, 502, "server_error", "upstream_unavailable"));
+      expect(response.status).toBe(200);
+      expect(response.headers.get("content-encoding")).toBeNull();
+      const text = await response.text();
+      expect(text).toBe(`{"pad":"${"0".repeat(2000 - 10)}"}`);
+    });
+  }
+});
+
+describe("more variants: Responses terminal events", () => {
+  const created =
+    'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","status":"in_progress"}}\n\n';
+  const completed = (data: string) => `event: response.completed\ndata: ${data}\n\n`;
+  for (const [what, terminal] of [
+    ["an escaped value", completed('{"type":"response.complet\\u0065d","sequence_number":1,"response":{"id":"resp_1","status":"completed"}}')],
+    ["an escaped key", completed('{"typ\\u0065":"response.completed","sequence_number":1,"response":{"id":"resp_1","status":"completed"}}')],
+    ["an escaped dot", completed('{"type":"response\\u002ecompleted","sequence_number":1,"response":{"id":"resp_1","status":"completed"}}')],
+    ["its key and value on two data lines", completed('{"type":\ndata: "response.completed","sequence_number":1,"response":{"id":"resp_1"}}')],
+    [
+      "a nested type before its own (caller metadata)",
+      completed('{"sequence_number":1,"response":{"id":"resp_1","metadata":{"type":"response.in_progress"}},"type":"response.completed"}'),
+    ],
+  ] as const) {
+    it(`ends at a terminal event with ${what}, adding nothing`, async () => {
+      const tenant = await seedTenant();
+      const id = unique("resp-variant");
+      const response = await responses(tenant, { stream: true, mock: { raw_stream: created + terminal } }, { "x-request-id": id });
+      expect(await response.text()).toBe(created + terminal);
+      await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]));
+    });
+
+    it(`completes a terminal event with ${what} whose blank line never came`, async () => {
+      const tenant = await seedTenant();
+      const raw = created + terminal.slice(0, -1);
+      const response = await responses(tenant, { stream: true, mock: { raw_stream: raw } });
+      expect(await response.text()).toBe(raw + "\n");
+    });
+  }
+
+  it("numbers the error frame after the last sequence_number, however it was spelled", async () => {
+    const tenant = await seedTenant();
+    const raw =
+      created +
+      'data: {"type":"response.output_text.delta","sequence_numb\\u0065r":1,"delta":"a"}\n\n' +
+      'data: {"type":"response.output_text.delta","sequence_number":\ndata: 2,"delta":"b"}\n\n';
+    const response = await responses(tenant, { stream: true, mock: { raw_stream: raw } });
+    const frames = (await response.text()).slice(raw.length);
+    expect(JSON.parse(frames.split("\n")[1]!.slice("data: ".length))).toMatchObject({ type: "error", sequence_number: 3 });
+  });
+});
+
+describe("more variants: event limits and endings at every chunk size", () => {
+  const first = 'data: {"a":1}\n\n';
+  for (const eol of ["\n", "\r\n", "\r"]) {
+    const payload = 20;
+    const event = `data: ${"y".repeat(payload)}${eol}${eol}`;
+    // Its line, and the first byte of its blank line.
+    const counted = 6 + payload + eol.length + 1;
+    for (const size of [1, 2, 3, 5, 8, 13]) {
+      it(`passes an event of exactly MAX_EVENT_BYTES and interrupts at one more (${JSON.stringify(eol)}, ${size}-byte reads)`, async () => {
+        const tenant = await seedTenant();
+        const raw = first + event + `data: [DONE]${eol}${eol}`;
+        const mock = { raw_stream: raw, split: "bytes", chunk_size: size };
+        const strip = (text: string) => text.replaceAll(": keep-alive\n\n", "");
+        const at = await streamWith({ MAX_EVENT_BYTES: String(counted) }, tenant, { mock }, unique("at-limit"));
+        expect(strip(at.text)).toBe(raw);
+        const over = await streamWith({ MAX_EVENT_BYTES: String(counted - 1) }, tenant, { mock }, unique("over-limit"));
+        expect(strip(over.text)).toBe(first + CHAT_FRAME);
+      });
+    }
+  }
+
+  for (const [what, raw, expected] of [
+    ["\\r\\r\\n after [DONE], then more", 'data: {"a":1}\r\n\r\ndata: [DONE]\r\r\ndata: extra\r\n\r\n', 'data: {"a":1}\r\n\r\ndata: [DONE]\r\r\n'],
+    ["\\r\\n\\r\\n after [DONE], then more", 'data: {"a":1}\r\n\r\ndata: [DONE]\r\n\r\ndata: extra\r\n\r\n', 'data: {"a":1}\r\n\r\ndata: [DONE]\r\n\r\n'],
+    ["\\r\\r at the end", 'data: {"a":1}\r\rdata: [DONE]\r\r', 'data: {"a":1}\r\rdata: [DONE]\r\r'],
+    ["a lone \\r at the end", 'data: {"a":1}\r\rdata: [DONE]\r', 'data: {"a":1}\r\rdata: [DONE]\r\r'],
+    ["\\r\\n\\r at the end", 'data: {"a":1}\r\n\r\ndata: [DONE]\r\n\r', 'data: {"a":1}\r\n\r\ndata: [DONE]\r\n\r'],
+  ] as const) {
+    for (const size of [1, 2, 3, 4, 7]) {
+      it(`ends exactly at [DONE] with ${what} (${size}-byte reads)`, async () => {
+        const tenant = await seedTenant();
+        const response = await chat(tenant, { stream: true, mock: { raw_stream: raw, split: "bytes", chunk_size: size } });
+        expect((await response.text()).replaceAll(": keep-alive\n\n", "")).toBe(expected);
+      });
+    }
+  }
+});

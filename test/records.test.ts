@@ -214,7 +214,10 @@ describe("vars", () => {
           body: path === "/healthz" ? undefined : JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }] }),
         });
         await expectGatewayError(response, 500, "server_error", "internal_error");
-        const error = name === "UPSTREAM_BASE_URL" ? `${name} must be an http or https URL` : `${name} must be a positive integer`;
+        const error =
+          name === "UPSTREAM_BASE_URL"
+            ? `${name} must be an http or https URL without query or fragment`
+            : `${name} must be a positive integer`;
         expect(linesFor(id)).toMatchObject([{ error: `ConfigError: ${error}` }]);
         expect(await upstreamRequests(id)).toEqual([]);
       }

@@ -1,10 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import type { MiddlewareHandler } from "hono";
-import { forgetRevokedKey } from "./auth";
-import { readConfig } from "./config";
-import { GatewayError } from "./errors";
-import { readRecord } from "./records";
-import type { AppEnv, Env } from "./types";
 
 const WINDOW_MS = 60_000;
 // Long after KV has propagated a revocation everywhere and every isolate cache has expired.
@@ -26,21 +20,22 @@ const revocationKey = (keyId: string) => `r:${keyId}`;
 const STORAGE_BATCH = 128;
 
 /**
- * One instance per org counts the org and all of its users, so a request is admitted against
- * both limits in one atomic call and a rejected one consumes nothing.
+ * The gate of one org (a Durable Object, binding RATE_LIMITER, one instance per org): every request
+ * that would reach an upstream passes it first, in one atomic call.
  *
- * Each scope keeps a sliding log of admission times: at most `limit` admissions in any 60 s.
- * Memory holds the logs and decides; storage keeps a copy of every admission so a restart loses no
- * counts. Admissions are written just after the answer, in batches and without waiting for
- * confirmation: the answer does not depend on them, and a write per answer was most of the
- * gateway's added latency (benchmark: +1.7 ms at concurrency 1 with it, +1.2 ms without). Only a
- * crash within the same instant can lose an admission.
+ * It counts the org and all of its users, so a request is admitted against both limits at once
+ * and a rejected one consumes nothing. Each scope keeps a sliding log of admission times: at most
+ * `limit` admissions in any 60 s. Memory holds the logs and decides; storage keeps a copy of every
+ * admission so a restart loses no counts. Admissions are written just after the answer, in batches
+ * and without waiting for confirmation: the answer does not depend on them, and a write per answer
+ * was most of the gateway's added latency (bench/README.md has the figures). Only a crash within
+ * the same instant can lose an admission.
  *
- * Because every request that would reach the upstream asks this object first, it also holds the
- * org's recent key revocations: a revoked key stops here at once, everywhere, while KV and the
- * isolates' caches catch up.
+ * Because every such request asks this object first, it also holds the org's recent key
+ * revocations: a revoked key stops here at once, everywhere, while KV and the isolates' caches
+ * catch up.
  */
-export class RateLimiter extends DurableObject<Env> {
+export class OrgGate extends DurableObject {
   private readonly logs = new Map<string, number[]>();
   private readonly revoked = new Set<string>();
   /** Storage keys of the admissions still in the window, oldest first. */
@@ -51,7 +46,7 @@ export class RateLimiter extends DurableObject<Env> {
   private saving = false;
   private lastSweep = 0;
 
-  constructor(ctx: DurableObjectState, env: Env) {
+  constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
       const now = Date.now();
@@ -158,53 +153,4 @@ export class RateLimiter extends DurableObject<Env> {
     this.revoked.add(keyId);
     await this.ctx.storage.put(revocationKey(keyId), Date.now());
   }
-}
-
-/** The org's RateLimiter. */
-export const orgGate = (env: Env, org: string) => env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(org));
-
-/**
- * For routes that reach no upstream and so skip the rate limit (`/v1/models`): a revoked key is
- * refused even while KV and this isolate's cache still hold its old record.
- */
-export function refuseRevoked(): MiddlewareHandler<AppEnv> {
-  return async function refuseRevoked(c, next) {
-    const { id, org } = c.get("apiKey");
-    if (await orgGate(c.env, org).isRevoked(id)) {
-      forgetRevokedKey(c.get("apiKeyHash"));
-      throw new GatewayError("unauthorized");
-    }
-    await next();
-  };
-}
-
-/** Step 6: the org and user limits, counted in the org's RateLimiter, which also refuses revoked keys. */
-export function rateLimit(): MiddlewareHandler<AppEnv> {
-  return async function rateLimit(c, next) {
-    const { id, org, user } = c.get("apiKey");
-    const config = readConfig(c.env);
-    const limits = await readRecord(c.env.GATEWAY_KV, "org", org);
-    const orgLimit = limits?.requests_per_minute ?? config.defaultOrgRpm;
-    const userLimit = limits?.user_requests_per_minute ?? config.defaultUserRpm;
-    const admit = async (): Promise<Admission> => orgGate(c.env, org).admit(id, user, orgLimit, userLimit);
-    // A Durable Object error marked retryable (and not overloaded) may succeed on a fresh stub;
-    // retrying an overloaded object would only add to its load.
-    const admission = await admit().catch((err: { retryable?: boolean; overloaded?: boolean }) => {
-      if (err?.retryable && !err.overloaded) return admit();
-      throw err;
-    });
-    if (admission.admitted) return next();
-    if (admission.revoked) {
-      forgetRevokedKey(c.get("apiKeyHash"));
-      throw new GatewayError("unauthorized");
-    }
-    const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));
-    const who = admission.scope === "org" ? "organization" : "user";
-    throw new GatewayError("rate_limit_exceeded", `Rate limit reached for this ${who}: ${admission.limit} requests per minute.`, {
-      headers: {
-        "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
-        "retry-after-ms": String(retryAfterMs),
-      },
-    });
-  };
 }
