@@ -23,14 +23,15 @@ const ROWS = [
 ];
 
 /**
- * The issue's targets, each judged against the baseline measured in the same run: `value` from
+ * The floor every change keeps (the developers' guide), each judged against the baseline measured
+ * in the same run: `value` from
  * the gateway's and the baseline's summaries and the bundle, then `max` or `min` to meet.
  */
 const TARGETS = [
   { target: "added p50 at c=1 <= 1 ms over baseline", unit: "ms", max: 1, value: (g, b) => g.c1.p50Ms - b.c1.p50Ms },
-  { target: "throughput at c=32 >= 0.8x baseline", unit: "x", min: 0.8, value: (g, b) => g.c32.requestsPerSec / b.c32.requestsPerSec },
-  { target: "stream events/s >= 0.95x baseline", unit: "x", min: 0.95, value: (g, b) => g.stream.eventsPerSec / b.stream.eventsPerSec },
-  { target: "stream first byte <= baseline + 1 ms", unit: "ms", max: 1, value: (g, b) => g.stream.firstByteMs - b.stream.firstByteMs },
+  { target: "throughput at c=32 >= 0.5x baseline", unit: "x", min: 0.5, value: (g, b) => g.c32.requestsPerSec / b.c32.requestsPerSec },
+  { target: "stream events/s >= 0.5x baseline", unit: "x", min: 0.5, value: (g, b) => g.stream.eventsPerSec / b.stream.eventsPerSec },
+  { target: "stream first byte <= baseline + 1.5 ms", unit: "ms", max: 1.5, value: (g, b) => g.stream.firstByteMs - b.stream.firstByteMs },
   { target: "bundle <= 30 KiB gzipped", unit: "KiB", max: 30, value: (g, b, bundle) => bundle.gzipBytes / KiB },
 ];
 

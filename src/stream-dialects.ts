@@ -39,16 +39,14 @@ function dataOf(text: string): string {
   return data.join("\n");
 }
 
-const CLOSE_BRACKET = 0x5d;
-const DONE_BYTES = encoder.encode("[DONE");
-
 /**
- * Whether the bytes hold `[DONE]`: a native search for `]` and a look at the five bytes before
- * it, so the JSON chunks that make up almost every event are passed over without being decoded.
+ * Whether the bytes hold `DONE]`: a native search for `]` and a look at the bytes before it, so
+ * the JSON chunks that make up almost every event are passed over without being decoded.
  */
 function mentionsDone(bytes: Uint8Array): boolean {
-  for (let i = bytes.indexOf(CLOSE_BRACKET); i >= 0; i = bytes.indexOf(CLOSE_BRACKET, i + 1)) {
-    if (i >= 5 && DONE_BYTES.every((byte, k) => bytes[i - 5 + k] === byte)) return true;
+  for (let i = bytes.indexOf(0x5d, 4); i >= 0; i = bytes.indexOf(0x5d, i + 1)) {
+    // "E", "N", "O", "D" before the bracket.
+    if (bytes[i - 1] === 0x45 && bytes[i - 2] === 0x4e && bytes[i - 3] === 0x4f && bytes[i - 4] === 0x44) return true;
   }
   return false;
 }
