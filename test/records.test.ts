@@ -106,6 +106,72 @@ describe("org records", () => {
   });
 });
 
+/** Any JSON value that is not a list of model ids: what a hand-written `models` might hold instead. */
+const notModelList = (model: string) =>
+  fc.oneof(
+    fc.constant(model),
+    fc.constant(`${model}-and-more`),
+    fc.constant("*"),
+    fc.dictionary(fc.string(), fc.boolean(), { maxKeys: 2 }),
+    fc.array(fc.oneof(fc.integer(), fc.boolean(), fc.constant(null), fc.constant(""), fc.constant("with space")), { minLength: 1, maxLength: 3 }),
+    fc.array(fc.constant(model), { minLength: 2, maxLength: 2 }),
+    fc.integer(),
+    fc.constant(null),
+  );
+
+/** Sends one chat request of the tenant through the Worker; its status. */
+async function status(tenant: Tenant): Promise<number> {
+  const response = await chat(tenant);
+  await response.arrayBuffer();
+  return response.status;
+}
+
+describe("random invalid records of every kind", () => {
+  it("never grant a model through an invalid group", async () => {
+    await fc.assert(
+      // MODEL stands for the tenant's own model id, written in once it is known.
+      fc.asyncProperty(notModelList("MODEL"), async (value) => {
+        const tenant = await seedTenant();
+        await putRaw(`group:${tenant.group}`, JSON.stringify({ models: value }).replaceAll("MODEL", tenant.model));
+        expect(await status(tenant)).toBe(500);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it("never serve a model whose record is invalid", async () => {
+    const badModel = fc.oneof(
+      fc.record({ upstream_model: fc.oneof(fc.integer(), fc.constant(""), fc.constant("has space"), fc.constant("*"), fc.constant(null)) }),
+      fc.record({ display_name: fc.oneof(fc.integer(), fc.boolean(), fc.constant(null), fc.string({ minLength: 201, maxLength: 210 })) }),
+      fc.record({ unknown_field: fc.nat() }),
+      fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.nat(), { maxLength: 2 })),
+    );
+    await fc.assert(
+      fc.asyncProperty(badModel, async (value) => {
+        const tenant = await seedTenant();
+        await putRaw(`model:${tenant.model}`, JSON.stringify(value));
+        expect(await status(tenant)).toBe(500);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it("never admit a key whose record is invalid", async () => {
+    const field = fc.constantFrom("id", "org", "user", "group", "created_at");
+    const badValue = fc.oneof(fc.integer(), fc.constant(null), fc.constant(""), fc.constant("has space"), fc.constant(undefined));
+    await fc.assert(
+      fc.asyncProperty(field, badValue, async (name, value) => {
+        const tenant = await seedTenant();
+        const hash = (await env.GATEWAY_KV.get<{ hash: string }>(`keyid:${tenant.keyId}`, "json"))!.hash;
+        const record = (await env.GATEWAY_KV.get<Record<string, unknown>>(`key:${hash}`, "json"))!;
+        await putRaw(`key:${hash}`, JSON.stringify({ ...record, [name]: value }));
+        expect(await status(tenant)).toBe(500);
+      }),
+      { numRuns: 30 },
+    );
+  });
+});
+
 describe("group records", () => {
   it("does not read a string where the list belongs as a substring match", async () => {
     const model = unique("gpt");
