@@ -11,7 +11,7 @@ import { listModels } from "./models";
 import { admitRequest, refuseRevoked, revokedFirst } from "./admission";
 import { methodNotAllowed } from "./routing";
 import { chatCompletionBody, responsesBody, type BodySchema } from "./schemas";
-import { chatDialect, responsesDialect, type StreamDialect } from "./stream-dialects";
+import { chatDialect, responsesDialect, type StreamDialect } from "./streaming/dialects";
 import { proxy } from "./upstream";
 import type { AppEnv } from "./types";
 

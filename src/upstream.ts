@@ -2,8 +2,8 @@ import type { Context, MiddlewareHandler } from "hono";
 import { readConfig, type Config } from "./config";
 import { withModel } from "./body";
 import { GatewayError } from "./errors";
-import { streamResponse } from "./stream";
-import type { StreamDialect } from "./stream-dialects";
+import { streamResponse } from "./streaming/stream";
+import type { StreamDialect } from "./streaming/dialects";
 import type { AppEnv } from "./types";
 
 /** The only upstream response headers a caller sees; cookies and hop-by-hop headers never pass. */

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { SseFramer } from "../src/sse";
+import { SseFramer } from "../src/streaming/sse";
 import { gateway, seedTenant, upstreamRequests, unique } from "./helpers";
 
 const encoder = new TextEncoder();

@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import OpenAI, { type APIError } from "openai";
-import { responsesDialect } from "../src/stream-dialects";
+import { responsesDialect } from "../src/streaming/dialects";
 import { captureLogLines, cued, mockStats, openai, responses, seedTenant, unique, type Tenant } from "./helpers";
 import { completedAfterCut, cutsFor, eventEndsInBytes, expectedAfterCut, withoutKeepAlives } from "./sse-reference";
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SseFramer } from "../src/sse";
+import { SseFramer } from "../src/streaming/sse";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -1,12 +1,12 @@
 import { Hono, type MiddlewareHandler } from "hono";
-import { bearerToken, isPresentableToken } from "./auth";
-import { parseBody, readBody } from "./body";
-import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./admin-schemas";
-import { GatewayError, InternalFault } from "./errors";
+import { bearerToken, isPresentableToken } from "../auth";
+import { parseBody, readBody } from "../body";
+import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./schemas";
+import { GatewayError, InternalFault } from "../errors";
 import { createKey, listKeys, revokeKey } from "./keys";
-import { deleteRecord, inspectRecord, listRecords, writeRecord, type Listed } from "./records";
-import { methodNotAllowed } from "./routing";
-import type { AppEnv } from "./types";
+import { deleteRecord, inspectRecord, listRecords, writeRecord, type Listed } from "../records";
+import { methodNotAllowed } from "../routing";
+import type { AppEnv } from "../types";
 import * as v from "valibot";
 
 const MAX_ADMIN_BODY_BYTES = 64 * 1024;

@@ -1,9 +1,9 @@
 import type { Context } from "hono";
-import type { Config } from "./config";
-import type { StreamOutcome } from "./request-log";
+import type { Config } from "../config";
+import type { StreamOutcome } from "../request-log";
 import { SseFramer } from "./sse";
-import type { StreamDialect } from "./stream-dialects";
-import type { AppEnv } from "./types";
+import type { StreamDialect } from "./dialects";
+import type { AppEnv } from "../types";
 
 /**
  * How often the driver looks at a silent stream. The runtime notices a departed client only when

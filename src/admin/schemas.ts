@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { entityId, groupRecord, modelId, modelRecord, orgRecord } from "./records";
+import { entityId, groupRecord, modelId, modelRecord, orgRecord } from "../records";
 
 /**
  * Admin request bodies. Unlike the model routes, these are the gateway's own API, so unknown

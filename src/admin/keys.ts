@@ -1,5 +1,5 @@
-import { hashKey } from "./auth";
-import { orgGate } from "./admission";
+import { hashKey } from "../auth";
+import { orgGate } from "../admission";
 import {
   checkRecord,
   inspectRecord,
@@ -8,8 +8,8 @@ import {
   writeRecord,
   type ApiKeyRecord,
   type Listed,
-} from "./records";
-import type { Env } from "./types";
+} from "../records";
+import type { Env } from "../types";
 
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
