@@ -43,6 +43,15 @@ export default defineConfig({
           testTimeout: 30_000,
         },
       },
+      {
+        // The mock upstream on its own: its stream builders and every cue of its server.
+        test: {
+          name: "mock",
+          include: ["test/mock/*.test.ts"],
+          environment: "node",
+          testTimeout: 30_000,
+        },
+      },
     ],
   },
 });

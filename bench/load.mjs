@@ -7,7 +7,10 @@ import { performance } from "node:perf_hooks";
  *
  * @example
  * const direct = createTarget("direct", { port: upstream.port });
- * const gateway = createTarget("gateway", { port: runtime.port, host: "gateway.bench" });
+ * const baseline = createTarget("baseline", { port: runtime.port, host: BASELINE_HOST });
+ *
+ * @param {string} name
+ * @param {{ port: number, host?: string }} address `host` is sent as the Host header
  */
 export function createTarget(name, { port, host }) {
   return { name, port, host, agent: new http.Agent({ keepAlive: true, maxSockets: 64 }) };
@@ -20,6 +23,8 @@ export function closeTarget(target) {
 /**
  * A ready-to-send chat completion request: body bytes and headers built once, so the client does
  * the same small amount of work for every request and every target.
+ *
+ * @param {{ apiKey: string, model: string, stream?: boolean, events?: number }} request `events` of a stream, the mock's cue
  */
 export function chatRequest({ apiKey, model, stream = false, events }) {
   const body = { model, messages: [{ role: "user", content: "Say hello." }] };
@@ -38,14 +43,21 @@ export function chatRequest({ apiKey, model, stream = false, events }) {
 
 /**
  * POSTs `request` to the target's chat completions route and drains the answer.
- * @returns {Promise<{status: number, firstByteMs: number, totalMs: number, bytes: number}>}
+ * @returns {Promise<{status: number | undefined, firstByteMs: number, totalMs: number, bytes: number}>}
  */
 export function send(target, request) {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const headers = target.host ? { ...request.headers, host: target.host } : request.headers;
     const req = http.request(
-      { host: "127.0.0.1", port: target.port, path: "/v1/chat/completions", method: "POST", headers, agent: target.agent },
+      {
+        host: "127.0.0.1",
+        port: target.port,
+        path: "/v1/chat/completions",
+        method: "POST",
+        headers,
+        agent: target.agent,
+      },
       (res) => {
         let firstByteMs = NaN;
         let bytes = 0;
@@ -53,7 +65,9 @@ export function send(target, request) {
           if (bytes === 0) firstByteMs = performance.now() - started;
           bytes += chunk.length;
         });
-        res.on("end", () => resolve({ status: res.statusCode, firstByteMs, totalMs: performance.now() - started, bytes }));
+        res.on("end", () =>
+          resolve({ status: res.statusCode, firstByteMs, totalMs: performance.now() - started, bytes }),
+        );
         res.on("error", reject);
       },
     );

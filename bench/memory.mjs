@@ -1,40 +1,23 @@
 // `npm run bench:memory`: how much memory workerd needs while an upstream sends the gateway
-// something huge. Prints a table and writes bench/memory-results.json.
+// something huge. Prints a table and writes bench/memory-results.json. bench/README.md ("Memory")
+// has the options, the cases and what is measured.
 //
-//   npm run bench:memory                                    # the four cases, 200 MiB each
-//   npm run bench:memory -- --var MAX_EVENT_BYTES=1048576   # any gateway var (repeatable)
-//   npm run bench:memory -- --case line,gzip --mb 50 --timeout-s 60 --rss-limit-mb 3072
-//
-// Cases (each on a fresh Miniflare, so no case inherits another's garbage):
-//   line         streaming chat request; the upstream sends `data: ` + a line that never ends
-//   body         non-streaming; a chunked JSON body of that size
-//   body-length  the same with content-length
-//   gzip         non-streaming; a gzip body (a few hundred KiB) that inflates to that size
-// For each: workerd's RSS before, the peak sampled every 25 ms during the request (and the
-// kernel's own high-water mark, VmHWM, reset before the request), RSS after; what the client got
-// (status, bytes, for the stream whether it ended with an `event: error` frame then
-// `data: [DONE]`) and how long it took. The client counts bytes as they arrive and keeps none but
-// a short head and tail. A case that times out, crosses --rss-limit-mb (the client then aborts and
-// the runtime is disposed) or loses workerd is noted, and the next case runs.
-//
-// Setup, reused from the other benchmarks: the bundle `wrangler deploy` would ship
-// (scripts/local-gateway.mjs), test/mock-upstream.mjs on its own thread (bench/upstream.mjs), a
-// seeded tenant (bench/tenant.mjs), workerd's pids and memory from /proc (bench/runtime.mjs).
-import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+// Setup, shared with the other benchmarks: the bundle `wrangler deploy` would ship and the
+// gateway's Miniflare options from wrangler.toml (scripts/wrangler.mjs), the mock upstream on its
+// own thread (bench/upstream.mjs), a tenant made through the admin API (bench/tenant.mjs),
+// workerd's pids and memory from /proc (scripts/proc.mjs).
 import { writeFile } from "node:fs/promises";
 import http from "node:http";
-import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Miniflare, convertV4MiniflareOptions } from "miniflare";
-import { buildGateway, compatibilityDate, gatewayWorker } from "../scripts/local-gateway.mjs";
-import { residentMemory, workerdPids } from "./runtime.mjs";
-import { benchTenant } from "./tenant.mjs";
+import { residentMemory, resetPeakMemory, workerdPids } from "../scripts/proc.mjs";
+import { buildGateway, gatewayOptions, gatewayWorker } from "../scripts/wrangler.mjs";
+import { machineFacts, sourceState } from "./report.mjs";
+import { ADMIN_TOKEN, seedBenchTenant } from "./tenant.mjs";
 import { startUpstream } from "./upstream.mjs";
 
 const RESULTS_PATH = new URL("./memory-results.json", import.meta.url).pathname;
-const root = new URL("..", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const SAMPLE_MS = 25;
 // Before "RSS before" and "RSS after": let the runtime finish what the request left behind.
@@ -53,7 +36,9 @@ const CASES = {
 };
 
 function usage(message) {
-  console.error(`${message}\nusage: node bench/memory.mjs [--var NAME=value]... [--case ${Object.keys(CASES).join(",")}] [--mb N] [--timeout-s N] [--rss-limit-mb N]`);
+  console.error(
+    `${message}\nusage: node bench/memory.mjs [--var NAME=value]... [--case ${Object.keys(CASES).join(",")}] [--mb N] [--timeout-s N] [--rss-limit-mb N]`,
+  );
   process.exit(2);
 }
 
@@ -68,7 +53,8 @@ function parseArgs(argv) {
     // --flag value, or --flag=value
     const split = argv[i].startsWith("--") ? argv[i].indexOf("=") : -1;
     const flag = split > 0 ? argv[i].slice(0, split) : argv[i];
-    const value = () => (split > 0 ? argv[i].slice(split + 1) : (argv[++i] ?? usage(`${flag} needs a value`)));
+    const value = () =>
+      split > 0 ? argv[i].slice(split + 1) : (argv[++i] ?? usage(`${flag} needs a value`));
     if (flag === "--var") {
       const text = value();
       const eq = text.indexOf("=");
@@ -91,50 +77,50 @@ async function withTimeout(promise, ms, what) {
   try {
     return await Promise.race([
       promise,
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms))),
+      new Promise(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms)),
+      ),
     ]);
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** RSS summed over `pids`, and which of them are gone (a zombie has no VmRSS). */
-function memoryOf(pids) {
-  let rssBytes = 0;
-  let peakRssBytes = 0;
-  const gone = [];
-  for (const pid of pids) {
-    try {
-      const m = residentMemory(pid);
-      if (!Number.isFinite(m.rssBytes)) throw new Error("no VmRSS");
-      rssBytes += m.rssBytes;
-      peakRssBytes += m.peakRssBytes;
-    } catch {
-      gone.push(pid);
-    }
-  }
-  return { rssBytes, peakRssBytes, gone };
-}
-
-/** Resets VmHWM to the current RSS (proc(5): clear_refs "5"); false where the kernel refuses. */
-function resetPeak(pids) {
-  try {
-    for (const pid of pids) writeFileSync(`/proc/${pid}/clear_refs`, "5");
-    return true;
-  } catch {
-    return false;
-  }
-}
+/**
+ * What the client got: the status, how many bytes, the first and last few, whether the answer
+ * ended and how long it took. `error` is the client's reason for an early end.
+ *
+ * @typedef {object} Received
+ * @property {number | null} status
+ * @property {string | null} [contentType]
+ * @property {number} bytes
+ * @property {Buffer} head
+ * @property {Buffer} tail
+ * @property {boolean} ended
+ * @property {string | null} error
+ * @property {number} durationMs
+ */
 
 /**
  * One POST, reading the answer as it arrives and keeping only its size, head and tail.
  * `abort(reason)` ends it early from outside (timeout, RSS limit).
+ *
+ * @returns {{ done: Promise<Received>, abort: (reason: string) => void }}
  */
 function request({ port, path, headers, body }) {
   let abortWith;
   const done = new Promise((resolve) => {
     const started = performance.now();
-    const out = { status: null, bytes: 0, head: Buffer.alloc(0), tail: Buffer.alloc(0), ended: false, error: null };
+    /** @type {Received} */
+    const out = {
+      status: null,
+      bytes: 0,
+      head: Buffer.alloc(0),
+      tail: Buffer.alloc(0),
+      ended: false,
+      error: null,
+      durationMs: NaN,
+    };
     let settled = false;
     const finish = () => {
       if (settled) return;
@@ -156,23 +142,24 @@ function request({ port, path, headers, body }) {
       req.destroy();
       finish();
     };
-    req.on("error", (err) => {
+    req.on("error", (/** @type {NodeJS.ErrnoException} */ err) => {
       out.error ??= err.code ?? err.message;
       finish();
     });
     req.on("response", (res) => {
-      out.status = res.statusCode;
+      out.status = res.statusCode ?? null;
       out.contentType = res.headers["content-type"] ?? null;
       res.on("data", (chunk) => {
         out.bytes += chunk.length;
-        if (out.head.length < HEAD_BYTES) out.head = Buffer.concat([out.head, chunk.subarray(0, HEAD_BYTES)]).subarray(0, HEAD_BYTES);
+        if (out.head.length < HEAD_BYTES)
+          out.head = Buffer.concat([out.head, chunk.subarray(0, HEAD_BYTES)]).subarray(0, HEAD_BYTES);
         out.tail = Buffer.concat([out.tail, chunk.subarray(-TAIL_BYTES)]).subarray(-TAIL_BYTES);
       });
       res.on("end", () => {
         out.ended = true;
         finish();
       });
-      res.on("error", (err) => {
+      res.on("error", (/** @type {NodeJS.ErrnoException} */ err) => {
         out.error ??= err.code ?? err.message;
         finish();
       });
@@ -188,15 +175,20 @@ function request({ port, path, headers, body }) {
 
 const EOL = String.raw`(?:\r\n|\n|\r)`;
 // An `event: error` frame (after a blank line, or at the very start) right before `data: [DONE]`.
-const ERROR_THEN_DONE = new RegExp(`(^|${EOL}${EOL})(event: error${EOL}(?:[^\\r\\n]*${EOL})*?)${EOL}data: \\[DONE\\]${EOL}${EOL}$`);
+const ERROR_THEN_DONE = new RegExp(
+  `(^|${EOL}${EOL})(event: error${EOL}(?:[^\\r\\n]*${EOL})*?)${EOL}data: \\[DONE\\]${EOL}${EOL}$`,
+);
 
-/** For a stream: did it end with an `event: error` frame and then `data: [DONE]`? */
+/**
+ * For a stream: did it end with an `event: error` frame and then `data: [DONE]`?
+ *
+ * @param {Received} out
+ */
 function streamEnding(out) {
-  const tail = out.tail.toString("utf8");
-  const match = ERROR_THEN_DONE.exec(tail);
+  const match = ERROR_THEN_DONE.exec(out.tail.toString("utf8"));
   // A match at ^ only counts when the tail is the whole stream.
-  const ok = Boolean(match) && (match[1] !== "" || out.bytes <= TAIL_BYTES);
-  return { error_then_done: ok, error_frame: ok ? match[2].trim().slice(0, 400) : null };
+  const frame = match && (match[1] !== "" || out.bytes <= TAIL_BYTES) ? match[2] : undefined;
+  return { error_then_done: frame !== undefined, error_frame: frame?.trim().slice(0, 400) ?? null };
 }
 
 /** A short printable view of bytes: long runs of one character are folded. */
@@ -207,8 +199,8 @@ function preview(buf, max = 200) {
     .slice(0, max);
 }
 
-/** The gateway under Miniflare, with its own workerd, pointed at the upstream. */
-async function startGateway({ bundle, upstream, vars, tenant, logs }) {
+/** The gateway under Miniflare, with its own workerd, pointed at the upstream, and its tenant. */
+async function startGateway({ bundle, upstream, vars, logs }) {
   const existing = new Set(workerdPids());
   const mf = new Miniflare(
     convertV4MiniflareOptions({
@@ -225,28 +217,31 @@ async function startGateway({ bundle, upstream, vars, tenant, logs }) {
           vars: {
             UPSTREAM_BASE_URL: upstream.baseUrl,
             UPSTREAM_API_KEY: "sk-upstream-bench",
+            ADMIN_TOKEN,
             ...vars,
           },
         }),
       ],
     }),
   );
-  const gateway = { mf, pids: [] };
+  /** @type {{ mf: Miniflare, pids: number[] }} */
+  const started = { mf, pids: [] };
   try {
     const url = await withTimeout(mf.ready, START_TIMEOUT_MS, "Miniflare start");
-    gateway.port = Number(url.port);
-    gateway.pids = workerdPids().filter((pid) => !existing.has(pid));
-    if (gateway.pids.length === 0) throw new Error("found no new workerd child process");
-    const kv = await mf.getKVNamespace("GATEWAY_KV", "gateway");
-    for (const [key, value] of tenant.records) await kv.put(key, JSON.stringify(value));
+    started.pids = workerdPids().filter((pid) => !existing.has(pid));
+    if (started.pids.length === 0) throw new Error("found no new workerd child process");
+    return { ...started, port: Number(url.port), tenant: await seedBenchTenant(url.origin) };
   } catch (error) {
-    await stopGateway(gateway);
+    await stopGateway(started);
     throw error;
   }
-  return gateway;
 }
 
-/** Disposes Miniflare; a workerd that outlives a stuck dispose is killed by its pid. */
+/**
+ * Disposes Miniflare; a workerd that outlives a stuck dispose is killed by its pid.
+ *
+ * @param {{ mf: Miniflare, pids: number[] }} gateway
+ */
 async function stopGateway(gateway) {
   try {
     await withTimeout(gateway.mf.dispose(), DISPOSE_TIMEOUT_MS, "Miniflare dispose");
@@ -262,18 +257,52 @@ async function stopGateway(gateway) {
   }
 }
 
-/** One case on a fresh runtime: warm up, settle, measure the huge request, settle, measure. */
-async function runCase(name, { bundle, upstream, tenant, opts, log, track }) {
+/**
+ * One case's entry in memory-results.json. The fields after `notes` are there once the case got
+ * that far; `error_then_done` and `error_frame` only for a stream.
+ *
+ * @typedef {object} CaseResult
+ * @property {string} case
+ * @property {number} payload_bytes
+ * @property {string[]} notes
+ * @property {boolean} [workerd_exited]
+ * @property {boolean} [rss_limit_hit]
+ * @property {number | null} [status]
+ * @property {string | null} [content_type]
+ * @property {number} [bytes_received]
+ * @property {boolean} [ended_cleanly]
+ * @property {string | null} [client_error]
+ * @property {boolean} [error_then_done]
+ * @property {string | null} [error_frame]
+ * @property {number} [duration_ms]
+ * @property {number} [rss_before_bytes]
+ * @property {number} [rss_peak_sampled_bytes]
+ * @property {number | null} [rss_peak_hwm_bytes]
+ * @property {number | null} [rss_after_bytes]
+ * @property {string} [head]
+ * @property {string} [tail]
+ * @property {string[]} [gateway_logs]
+ */
+
+/**
+ * One case on a fresh runtime: warm up, settle, measure the huge request, settle, measure.
+ *
+ * @returns {Promise<CaseResult>}
+ */
+async function runCase(name, { bundle, upstream, opts, log, track }) {
   const spec = CASES[name];
   const bytes = Math.round(opts.mb * MiB);
+  /** @type {string[]} */
   const logs = [];
+  /** @type {CaseResult} */
   const result = { case: name, payload_bytes: bytes, notes: [] };
   let gateway;
   let untrack;
   let sampler;
   try {
-    gateway = await startGateway({ bundle, upstream, vars: opts.vars, tenant, logs });
+    gateway = await startGateway({ bundle, upstream, vars: opts.vars, logs });
     untrack = track(() => stopGateway(gateway));
+    const { tenant } = gateway;
     const send = (body) =>
       request({
         port: gateway.port,
@@ -286,18 +315,23 @@ async function runCase(name, { bundle, upstream, tenant, opts, log, track }) {
     if (warm.status !== 200) throw new Error(`warm-up answered ${warm.status}: ${preview(warm.head)}`);
     if (name === "gzip") {
       // The mock compresses each size once: do it now, outside the measured request.
-      const direct = request({ port: upstream.port, path: "/v1/chat/completions", headers: {}, body: { model: "m", mock: spec.mock(bytes) } });
+      const direct = request({
+        port: upstream.port,
+        path: "/v1/chat/completions",
+        headers: {},
+        body: { model: "m", mock: spec.mock(bytes) },
+      });
       await withTimeout(direct.done, 60_000, "gzip warm-up on the mock");
     }
     await sleep(SETTLE_MS);
 
-    const before = memoryOf(gateway.pids);
-    const hwmReset = resetPeak(gateway.pids);
+    const before = residentMemory(gateway.pids);
+    const hwmReset = resetPeakMemory(gateway.pids);
     let peak = before.rssBytes;
     const call = send({ ...(spec.stream ? { stream: true } : {}), mock: spec.mock(bytes) });
     const limitBytes = opts.rssLimitMb * MiB;
     sampler = setInterval(() => {
-      const now = memoryOf(gateway.pids);
+      const now = residentMemory(gateway.pids);
       if (now.gone.length > 0) {
         if (!result.workerd_exited) {
           result.workerd_exited = true;
@@ -321,7 +355,7 @@ async function runCase(name, { bundle, upstream, tenant, opts, log, track }) {
     // Sampling goes on while the runtime settles: what it still does for the request counts too.
     await sleep(SETTLE_MS);
     clearInterval(sampler);
-    const after = memoryOf(gateway.pids);
+    const after = residentMemory(gateway.pids);
     if (after.gone.length === 0) peak = Math.max(peak, after.rssBytes);
     else if (!result.workerd_exited) {
       result.workerd_exited = true;
@@ -345,7 +379,9 @@ async function runCase(name, { bundle, upstream, tenant, opts, log, track }) {
       tail: preview(out.tail.subarray(-300)),
       gateway_logs: logs.slice(-4),
     });
-    log(`${name}: ${out.status} ${out.bytes} bytes in ${Math.round(out.durationMs)} ms, peak ${(peak / MiB).toFixed(0)} MiB`);
+    log(
+      `${name}: ${out.status} ${out.bytes} bytes in ${Math.round(out.durationMs)} ms, peak ${(peak / MiB).toFixed(0)} MiB`,
+    );
   } catch (error) {
     result.notes.push(`failed: ${error.message}`);
     result.gateway_logs = logs.slice(-4);
@@ -360,12 +396,21 @@ async function runCase(name, { bundle, upstream, tenant, opts, log, track }) {
 
 const mib = (b) => (Number.isFinite(b) ? (b / MiB).toFixed(0) : "-");
 
+/** @param {CaseResult[]} results */
 function formatTable(results) {
   const rows = results.map((r) => [
     r.case,
     r.status ?? "-",
     r.bytes_received === undefined ? "-" : r.bytes_received.toLocaleString("en-US"),
-    r.error_then_done === undefined ? (r.ended_cleanly === undefined ? "-" : r.ended_cleanly ? "clean" : r.client_error) : r.error_then_done ? "error+DONE" : `no (${r.ended_cleanly ? "clean" : r.client_error})`,
+    r.error_then_done === undefined
+      ? r.ended_cleanly === undefined
+        ? "-"
+        : r.ended_cleanly
+          ? "clean"
+          : r.client_error
+      : r.error_then_done
+        ? "error+DONE"
+        : `no (${r.ended_cleanly ? "clean" : r.client_error})`,
     r.duration_ms === undefined ? "-" : (r.duration_ms / 1000).toFixed(2),
     mib(r.rss_before_bytes),
     mib(r.rss_peak_sampled_bytes),
@@ -373,21 +418,25 @@ function formatTable(results) {
     mib(r.rss_after_bytes),
     r.notes.join("; "),
   ]);
-  const header = ["case", "status", "bytes received", "ending", "time s", "RSS before MiB", "peak MiB", "HWM MiB", "after MiB", "notes"];
+  const header = [
+    "case",
+    "status",
+    "bytes received",
+    "ending",
+    "time s",
+    "RSS before MiB",
+    "peak MiB",
+    "HWM MiB",
+    "after MiB",
+    "notes",
+  ];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => String(row[i]).length)));
-  const line = (cells) => cells.map((c, i) => String(c).padEnd(widths[i])).join("  ").trimEnd();
+  const line = (cells) =>
+    cells
+      .map((c, i) => String(c).padEnd(widths[i] ?? 0))
+      .join("  ")
+      .trimEnd();
   return [line(header), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
-}
-
-/** The commit and the uncommitted files under src/: which gateway was measured. */
-function sourceState() {
-  const git = (...args) => execFileSync("git", args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-  try {
-    const changed = git("status", "--porcelain", "--", "src", "wrangler.toml").split("\n").filter(Boolean);
-    return { commit: git("rev-parse", "HEAD").trim(), uncommitted: changed.map((line) => line.slice(3)) };
-  } catch {
-    return null;
-  }
 }
 
 async function main() {
@@ -426,11 +475,12 @@ async function main() {
     log(`built gateway: ${bundle.files.join(", ")}`);
     const upstream = await startUpstream();
     track(() => upstream.close());
-    const tenant = benchTenant();
-    log(`upstream on 127.0.0.1:${upstream.port}; cases ${opts.cases.join(", ")} at ${opts.mb} MiB; vars ${JSON.stringify(opts.vars)}`);
+    log(
+      `upstream on 127.0.0.1:${upstream.port}; cases ${opts.cases.join(", ")} at ${opts.mb} MiB; vars ${JSON.stringify(opts.vars)}`,
+    );
 
     const results = [];
-    for (const name of opts.cases) results.push(await runCase(name, { bundle, upstream, tenant, opts, log, track }));
+    for (const name of opts.cases) results.push(await runCase(name, { bundle, upstream, opts, log, track }));
 
     const report = {
       started_at: startedAt.toISOString(),
@@ -442,9 +492,9 @@ async function main() {
         rss_limit_bytes: opts.rssLimitMb * MiB,
         sample_ms: SAMPLE_MS,
         settle_ms: SETTLE_MS,
-        compatibility_date: await compatibilityDate(),
+        compatibility_date: (await gatewayOptions()).compatibilityDate,
       },
-      machine: { cores: os.availableParallelism(), memory_gib: Number((os.totalmem() / 1024 ** 3).toFixed(1)), node: process.version },
+      machine: machineFacts(),
       source: sourceState(),
       cases: results,
     };

@@ -28,11 +28,36 @@ const ROWS = [
  * the gateway's and the baseline's summaries and the bundle, then `max` or `min` to meet.
  */
 const TARGETS = [
-  { target: "added p50 at c=1 <= 1 ms over baseline", unit: "ms", max: 1, value: (g, b) => g.c1.p50Ms - b.c1.p50Ms },
-  { target: "throughput at c=32 >= 0.5x baseline", unit: "x", min: 0.5, value: (g, b) => g.c32.requestsPerSec / b.c32.requestsPerSec },
-  { target: "stream events/s >= 0.5x baseline", unit: "x", min: 0.5, value: (g, b) => g.stream.eventsPerSec / b.stream.eventsPerSec },
-  { target: "stream first byte <= baseline + 1.5 ms", unit: "ms", max: 1.5, value: (g, b) => g.stream.firstByteMs - b.stream.firstByteMs },
-  { target: "bundle <= 30 KiB gzipped", unit: "KiB", max: 30, value: (g, b, bundle) => bundle.gzipBytes / KiB },
+  {
+    target: "added p50 at c=1 <= 1 ms over baseline",
+    unit: "ms",
+    max: 1,
+    value: (g, b) => g.c1.p50Ms - b.c1.p50Ms,
+  },
+  {
+    target: "throughput at c=32 >= 0.5x baseline",
+    unit: "x",
+    min: 0.5,
+    value: (g, b) => g.c32.requestsPerSec / b.c32.requestsPerSec,
+  },
+  {
+    target: "stream events/s >= 0.5x baseline",
+    unit: "x",
+    min: 0.5,
+    value: (g, b) => g.stream.eventsPerSec / b.stream.eventsPerSec,
+  },
+  {
+    target: "stream first byte <= baseline + 1.5 ms",
+    unit: "ms",
+    max: 1.5,
+    value: (g, b) => g.stream.firstByteMs - b.stream.firstByteMs,
+  },
+  {
+    target: "bundle <= 30 KiB gzipped",
+    unit: "KiB",
+    max: 30,
+    value: (g, b, bundle) => bundle.gzipBytes / KiB,
+  },
 ];
 
 function judgeTargets({ gateway, baseline }, bundle) {
@@ -47,7 +72,7 @@ function packageVersion(name) {
 }
 
 /** Enough about the machine to tell whether two results files are comparable. */
-function machineFacts() {
+export function machineFacts() {
   const cpus = os.cpus();
   return {
     cpu_model: cpus[0]?.model ?? "unknown",
@@ -65,8 +90,9 @@ function machineFacts() {
  * Which gateway source was measured: the commit, and the files under src/ that differ from it
  * (the bundle is built from the working tree). Null outside a git checkout.
  */
-function sourceState() {
-  const git = (...args) => execFileSync("git", args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+export function sourceState() {
+  const git = (...args) =>
+    execFileSync("git", args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
   try {
     // Porcelain lines are "XY path": two status columns, a space, the path.
     const changed = git("status", "--porcelain", "--", "src", "wrangler.toml").split("\n").filter(Boolean);
@@ -103,7 +129,6 @@ export function buildReport({ summaries, rounds, bundle, memory, cpu, config, st
     ratios,
     bundle: {
       files: bundle.files,
-      sha256: bundle.sha256,
       raw_bytes: bundle.rawBytes,
       gzip_bytes: bundle.gzipBytes,
       raw_kib: round(bundle.rawBytes / KiB, 2),
@@ -122,12 +147,28 @@ const pad = (text, width) => String(text).padStart(width);
 export function formatReport(report) {
   const { results } = report;
   const lines = [];
-  const head = ["metric".padEnd(24), pad("direct", 9), pad("baseline", 9), pad("gateway", 9), pad("gw/base", 8), pad("added", 10)];
+  const head = [
+    "metric".padEnd(24),
+    pad("direct", 9),
+    pad("baseline", 9),
+    pad("gateway", 9),
+    pad("gw/base", 8),
+    pad("added", 10),
+  ];
   lines.push(head.join(" "), "-".repeat(74));
   for (const { label, get, unit } of ROWS) {
     const [d, b, g] = ["direct", "baseline", "gateway"].map((name) => get(results[name]));
     const added = unit === "ms" ? `${g - b >= 0 ? "+" : ""}${(g - b).toFixed(2)} ms` : "";
-    lines.push([label.padEnd(24), pad(fmt(d), 9), pad(fmt(b), 9), pad(fmt(g), 9), pad(`${(g / b).toFixed(2)}x`, 8), pad(added, 10)].join(" "));
+    lines.push(
+      [
+        label.padEnd(24),
+        pad(fmt(d), 9),
+        pad(fmt(b), 9),
+        pad(fmt(g), 9),
+        pad(`${(g / b).toFixed(2)}x`, 8),
+        pad(added, 10),
+      ].join(" "),
+    );
   }
   const { bundle, workerd_memory: memory } = report;
   lines.push(
@@ -149,13 +190,16 @@ export function formatReport(report) {
     `CPU during the rounds: this benchmark ${cpu.bench_cores} cores, other processes ${cpu.other_cores} cores`,
   );
   if (cpu.other_cores > BUSY_MACHINE_CORES) {
-    lines.push(`warning: other processes competed for the cores; latencies (c=1 above all) read high. Re-run on a quiet machine.`);
+    lines.push(
+      `warning: other processes competed for the cores; latencies (c=1 above all) read high. Re-run on a quiet machine.`,
+    );
   }
   return lines.join("\n");
 }
 
 /** Writes the report as JSON, fractions cut to 3 decimals: more would be noise. */
 export async function writeReport(report, path) {
-  const trim = (_, value) => (typeof value === "number" && !Number.isInteger(value) ? Number(value.toFixed(3)) : value);
+  const trim = (_, value) =>
+    typeof value === "number" && !Number.isInteger(value) ? Number(value.toFixed(3)) : value;
   await writeFile(path, JSON.stringify(report, trim, 2) + "\n");
 }

@@ -2,30 +2,30 @@
 // in one run, interleaved, on this machine. Prints a table and writes bench/results.json.
 //
 // Setup: the gateway bundle exactly as `wrangler deploy` would ship it, and bench/baseline.worker.mjs,
-// both in one Miniflare instance (one workerd), both calling test/mock-upstream.mjs. The load
+// both in one Miniflare instance (one workerd), both calling the mock upstream (test/mock/). The load
 // generator, Node's http client with keep-alive, is the same for all three targets.
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import { chatStreamBytes, chatStreamEvents } from "../test/mock-upstream.mjs";
-import { buildGateway } from "../scripts/local-gateway.mjs";
+import { residentMemory, workerdPids } from "../scripts/proc.mjs";
+import { buildGateway } from "../scripts/wrangler.mjs";
+import { chatStreamBytes, chatStreamEvents } from "../test/mock/streams.mjs";
 import { cpuBetween, cpuSnapshot } from "./cpu.mjs";
 import { chatRequest, closedLoop, closeTarget, createTarget, streams } from "./load.mjs";
 import { buildReport, formatReport, writeReport } from "./report.mjs";
-import { HOSTS, residentMemory, startRuntime, workerdPids } from "./runtime.mjs";
+import { BASELINE_HOST, startRuntime } from "./runtime.mjs";
 import { summarizeRequests, summarizeStreams } from "./stats.mjs";
-import { benchTenant } from "./tenant.mjs";
+import { seedBenchTenant } from "./tenant.mjs";
 import { startUpstream } from "./upstream.mjs";
 
 const RESULTS_PATH = new URL("./results.json", import.meta.url).pathname;
 
-// Wall time each target gets per workload per round: a round is about 3 x 2.4 s. Sized so that on
-// a 2-core machine the throughput and events/s ratios agree within a few percent from run to run;
-// c=1 latencies move more, with whatever else the machine is doing (see cpu_during_rounds).
+// Wall time each target gets per workload per round, sized so that the ratios repeat from run to
+// run (bench/README.md, "How a run is sized").
 const ROUND = { c1Ms: 500, c32Ms: 1500, streamMs: 400, minStreams: 3 };
 // Not recorded: JIT warm-up, connection pools filled, the rate limiter's Durable Object started.
 const WARMUP = { c1Ms: 300, c32Ms: 800, streamMs: 200, minStreams: 2 };
 const ROUNDS = 14;
-// No new round starts past this, so the whole run stays well under 3 minutes.
+// No new round starts past this, which bounds the whole run.
 const MEASURE_BUDGET_MS = 105_000;
 const STREAM_EVENTS = 2000;
 const TARGET_NAMES = ["direct", "baseline", "gateway"];
@@ -35,13 +35,20 @@ const TARGET_NAMES = ["direct", "baseline", "gateway"];
  * so that no target always runs first (on a cold cache) or last (after the others' garbage).
  */
 async function runRound(index, targets, requests, sizes) {
-  const order = TARGET_NAMES.map((_, i) => TARGET_NAMES[(i + index) % TARGET_NAMES.length]);
+  const shift = index % TARGET_NAMES.length;
+  const order = [...TARGET_NAMES.slice(shift), ...TARGET_NAMES.slice(0, shift)];
   const round = { c1: {}, c32: {}, stream: {} };
   for (const name of order) {
-    round.c1[name] = await closedLoop(targets[name], requests.plain, { durationMs: sizes.c1Ms, concurrency: 1 });
+    round.c1[name] = await closedLoop(targets[name], requests.plain, {
+      durationMs: sizes.c1Ms,
+      concurrency: 1,
+    });
   }
   for (const name of order) {
-    round.c32[name] = await closedLoop(targets[name], requests.plain, { durationMs: sizes.c32Ms, concurrency: 32 });
+    round.c32[name] = await closedLoop(targets[name], requests.plain, {
+      durationMs: sizes.c32Ms,
+      concurrency: 32,
+    });
   }
   for (const name of order) {
     round.stream[name] = await streams(targets[name], requests.stream, {
@@ -61,7 +68,10 @@ function summarize(rounds, eventsPerStream) {
       {
         c1: summarizeRequests(rounds.map((r) => r.c1[name])),
         c32: summarizeRequests(rounds.map((r) => r.c32[name])),
-        stream: summarizeStreams(rounds.map((r) => r.stream[name]), eventsPerStream),
+        stream: summarizeStreams(
+          rounds.map((r) => r.stream[name]),
+          eventsPerStream,
+        ),
       },
     ]),
   );
@@ -69,31 +79,26 @@ function summarize(rounds, eventsPerStream) {
 
 /** Each round on its own, compactly: shows how much the numbers drift within a run. */
 function perRound(rounds, eventsPerStream) {
-  return rounds.map((round) => {
-    const s = summarize([round], eventsPerStream);
-    return Object.fromEntries(
-      TARGET_NAMES.map((name) => [
+  return rounds.map((round) =>
+    Object.fromEntries(
+      Object.entries(summarize([round], eventsPerStream)).map(([name, s]) => [
         name,
         {
-          c1_p50_ms: s[name].c1.p50Ms,
-          c32_rps: Math.round(s[name].c32.requestsPerSec),
-          stream_events_per_s: Math.round(s[name].stream.eventsPerSec),
+          c1_p50_ms: s.c1.p50Ms,
+          c32_rps: Math.round(s.c32.requestsPerSec),
+          stream_events_per_s: Math.round(s.stream.eventsPerSec),
         },
       ]),
-    );
-  });
+    ),
+  );
 }
 
 /** Resident memory summed over this process's workerd children (Miniflare starts one). */
 function workerdMemory() {
   const pids = workerdPids();
   if (pids.length === 0) throw new Error("found no workerd child process");
-  const each = pids.map(residentMemory);
-  return {
-    pids,
-    rssBytes: each.reduce((sum, m) => sum + m.rssBytes, 0),
-    peakRssBytes: each.reduce((sum, m) => sum + m.peakRssBytes, 0),
-  };
+  const { rssBytes, peakRssBytes } = residentMemory(pids);
+  return { pids, rssBytes, peakRssBytes };
 }
 
 async function main() {
@@ -112,23 +117,27 @@ async function main() {
     cleanups.push(() => runtime.dispose());
     const targets = {
       direct: createTarget("direct", { port: upstream.port }),
-      baseline: createTarget("baseline", { port: runtime.port, host: HOSTS.baseline }),
-      gateway: createTarget("gateway", { port: runtime.port, host: HOSTS.gateway }),
+      baseline: createTarget("baseline", { port: runtime.port, host: BASELINE_HOST }),
+      gateway: createTarget("gateway", { port: runtime.port }),
     };
     cleanups.push(() => Object.values(targets).forEach(closeTarget));
 
-    const tenant = benchTenant();
-    await runtime.seedKv(tenant.records);
+    const tenant = await seedBenchTenant(runtime.url);
     const startup = workerdMemory();
 
-    const streamRequest = chatRequest({ apiKey: tenant.apiKey, model: tenant.model, stream: true, events: STREAM_EVENTS });
+    const streamRequest = chatRequest({
+      apiKey: tenant.apiKey,
+      model: tenant.model,
+      stream: true,
+      events: STREAM_EVENTS,
+    });
     const requests = {
       plain: chatRequest({ apiKey: tenant.apiKey, model: tenant.model }),
       stream: streamRequest,
       // The gateway forwards a complete stream byte for byte, so every target must deliver exactly these.
       streamBytes: chatStreamBytes(streamRequest.body).length,
     };
-    // Every SSE event of the stream: the role chunk, 2,000 content chunks, the stop chunk and [DONE].
+    // Every SSE event of the stream: the role chunk, the content chunks, the stop chunk and [DONE].
     const eventsPerStream = chatStreamEvents(streamRequest.body).length;
 
     log(`runtime on 127.0.0.1:${runtime.port}, upstream on 127.0.0.1:${upstream.port}; warming up`);

@@ -1,8 +1,12 @@
-/** Nearest-rank percentile of unsorted samples. */
+/**
+ * Nearest-rank percentile of unsorted samples; NaN when there are none.
+ *
+ * @param {number[]} samples
+ * @param {number} p
+ */
 export function percentile(samples, p) {
-  if (samples.length === 0) return NaN;
   const sorted = Float64Array.from(samples).sort();
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
 }
 
 export const median = (samples) => percentile(samples, 50);

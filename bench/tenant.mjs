@@ -1,30 +1,28 @@
-import { createHash, randomInt } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { AdminClient } from "../scripts/admin-client.mjs";
 
-const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-// Far above what a benchmark run can send in a minute (and the most an org record may hold): rate
+/** The gateway's ADMIN_TOKEN for a benchmark run: new every run, known only to it. */
+export const ADMIN_TOKEN = `adm-bench-${randomBytes(16).toString("hex")}`;
+// Far above what a benchmark run can send in a minute, and the most the admin API accepts: rate
 // limiting counts, but admits everything.
 const UNLIMITED = 10_000_000;
+const MODEL = "bench-model";
 
 /**
- * One org, group, model and API key, in the README's KV layout.
+ * Makes the benchmark's tenant through the admin API, as an operator would: a catalog model, a
+ * group granting every model, an org whose limits admit all the run sends, and a key.
  *
+ * @param {string} gatewayUrl a gateway started with {@link ADMIN_TOKEN}
+ * @returns {Promise<{ apiKey: string, model: string }>}
  * @example
- * const tenant = benchTenant();
- * await runtime.seedKv(tenant.records);
+ * const tenant = await seedBenchTenant(runtime.url);
  * // then: Authorization: Bearer ${tenant.apiKey}, body { model: tenant.model, ... }
  */
-export function benchTenant() {
-  const apiKey = "sk-gw-" + Array.from({ length: 40 }, () => BASE62[randomInt(62)]).join("");
-  const hash = createHash("sha256").update(apiKey).digest("hex");
-  const model = "bench-model";
-  return {
-    apiKey,
-    model,
-    records: [
-      [`key:${hash}`, { id: "key_bench", org: "bench", user: "bench", group: "bench", created_at: new Date().toISOString() }],
-      [`model:${model}`, {}],
-      ["group:bench", { models: ["*"] }],
-      ["org:bench", { requests_per_minute: UNLIMITED, user_requests_per_minute: UNLIMITED }],
-    ],
-  };
+export async function seedBenchTenant(gatewayUrl) {
+  const admin = new AdminClient(gatewayUrl, ADMIN_TOKEN);
+  await admin.putModel(MODEL, {});
+  await admin.putGroup("bench", ["*"]);
+  await admin.putOrg("bench", { requests_per_minute: UNLIMITED, user_requests_per_minute: UNLIMITED });
+  const { key } = await admin.createKey({ org: "bench", user: "bench", group: "bench", name: "bench" });
+  return { apiKey: key, model: MODEL };
 }

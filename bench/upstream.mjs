@@ -1,7 +1,7 @@
 import { Worker } from "node:worker_threads";
 
 /**
- * Starts test/mock-upstream.mjs on a worker thread.
+ * Starts the mock upstream (test/mock/server.mjs) on a worker thread.
  * @returns {Promise<{port: number, baseUrl: string, close: () => Promise<void>}>}
  */
 export async function startUpstream() {

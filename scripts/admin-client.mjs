@@ -31,14 +31,20 @@ export class AdminClient {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (cause) {
-      throw new AdminError(0, `cannot reach the gateway at ${this.baseUrl} (${cause.cause?.code ?? cause.cause?.message ?? cause.message})`);
+      throw new AdminError(
+        0,
+        `cannot reach the gateway at ${this.baseUrl} (${cause.cause?.code ?? cause.cause?.message ?? cause.message})`,
+      );
     }
     const text = await response.text();
     let json;
     try {
       json = JSON.parse(text);
     } catch {
-      throw new AdminError(response.status, `unexpected response (HTTP ${response.status}): ${text.slice(0, 200)}`);
+      throw new AdminError(
+        response.status,
+        `unexpected response (HTTP ${response.status}): ${text.slice(0, 200)}`,
+      );
     }
     if (!response.ok) throw new AdminError(response.status, json.error);
     return json;

@@ -30,6 +30,7 @@ Environment
   GATEWAY_URL   the gateway's base URL (default http://localhost:8787)
   ADMIN_TOKEN   the gateway's admin token (required)`;
 
+/** @satisfies {import("node:util").ParseArgsOptionsConfig} */
 const OPTIONS = {
   org: { type: "string" },
   user: { type: "string" },
@@ -63,38 +64,72 @@ function argument(positionals, index, what) {
 }
 
 /** A number where the text is one; otherwise the text, for the API to refuse with its own message. */
-const numberOrText = (text) => (text === undefined ? undefined : text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : text);
+const numberOrText = (text) =>
+  text === undefined ? undefined : text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : text;
 
 /** Each command: what to call, and how to show the answer as rows. */
 const COMMANDS = {
   "keys create": (admin, values) =>
     admin
-      .createKey(defined({ org: required(values, "org"), user: required(values, "user"), group: required(values, "group"), name: values.name }))
+      .createKey(
+        defined({
+          org: required(values, "org"),
+          user: required(values, "user"),
+          group: required(values, "group"),
+          name: values.name,
+        }),
+      )
       .then((key) => ({ json: key, rows: [key], note: "Store the key now: it is not shown again." })),
-  "keys list": (admin, values) => admin.listKeys(values.org).then((list) => ({ json: list, rows: list.data })),
-  "keys revoke": (admin, _, args) => admin.revokeKey(argument(args, 0, "KEY_ID")).then((key) => ({ json: key, rows: [key] })),
+  "keys list": (admin, values) =>
+    admin.listKeys(values.org).then((list) => ({ json: list, rows: list.data })),
+  "keys revoke": (admin, _, args) =>
+    admin.revokeKey(argument(args, 0, "KEY_ID")).then((key) => ({ json: key, rows: [key] })),
   "models list": (admin) => admin.listModels().then((list) => ({ json: list, rows: list.data })),
   "models put": (admin, values, args) =>
     admin
-      .putModel(argument(args, 0, "ID"), defined({ display_name: values["display-name"], upstream_model: values["upstream-model"] }))
+      .putModel(
+        argument(args, 0, "ID"),
+        defined({ display_name: values["display-name"], upstream_model: values["upstream-model"] }),
+      )
       .then((model) => ({ json: model, rows: [model] })),
-  "models delete": (admin, _, args) => admin.deleteModel(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
+  "models delete": (admin, _, args) =>
+    admin.deleteModel(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
   "groups list": (admin) =>
-    admin.listGroups().then((list) => ({ json: list, rows: list.data.map((g) => ({ ...g, models: g.models.join(", ") })) })),
+    admin
+      .listGroups()
+      .then((list) => ({ json: list, rows: list.data.map((g) => ({ ...g, models: g.models.join(", ") })) })),
   "groups put": (admin, values, args) => {
-    const models = required(values, "models").split(",").map((m) => m.trim()).filter(Boolean);
-    return admin.putGroup(argument(args, 0, "ID"), models).then((g) => ({ json: g, rows: [{ ...g, models: g.models.join(", ") }] }));
+    const models = required(values, "models")
+      .split(",")
+      .map((m) => m.trim())
+      .filter(Boolean);
+    return admin
+      .putGroup(argument(args, 0, "ID"), models)
+      .then((g) => ({ json: g, rows: [{ ...g, models: g.models.join(", ") }] }));
   },
-  "groups delete": (admin, _, args) => admin.deleteGroup(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
-  "orgs get": (admin, _, args) => admin.getOrg(argument(args, 0, "ID")).then((org) => ({ json: org, rows: [org] })),
+  "groups delete": (admin, _, args) =>
+    admin.deleteGroup(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
+  "orgs get": (admin, _, args) =>
+    admin.getOrg(argument(args, 0, "ID")).then((org) => ({ json: org, rows: [org] })),
   "orgs put": (admin, values, args) =>
     admin
-      .putOrg(argument(args, 0, "ID"), defined({ requests_per_minute: numberOrText(values.rpm), user_requests_per_minute: numberOrText(values["user-rpm"]) }))
+      .putOrg(
+        argument(args, 0, "ID"),
+        defined({
+          requests_per_minute: numberOrText(values.rpm),
+          user_requests_per_minute: numberOrText(values["user-rpm"]),
+        }),
+      )
       .then((org) => ({ json: org, rows: [org] })),
 };
 
 async function main(argv) {
-  const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: OPTIONS,
+    allowPositionals: true,
+    strict: true,
+  });
   if (values.help || positionals.length === 0) {
     console.log(HELP);
     return 0;
@@ -121,7 +156,11 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error) => {
-    if (error instanceof UsageError || error?.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" || error?.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    if (
+      error instanceof UsageError ||
+      error?.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ||
+      error?.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE"
+    ) {
       console.error(`error: ${error.message}\nRun 'npm run admin -- --help' for usage.`);
       process.exitCode = 2;
       return;

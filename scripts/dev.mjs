@@ -5,9 +5,9 @@
 import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startMockUpstream } from "../test/mock-upstream.mjs";
+import { startMockUpstream } from "../test/mock/server.mjs";
 import { AdminClient } from "./admin-client.mjs";
-import { startWranglerDev } from "./wrangler-dev.mjs";
+import { startWranglerDev } from "./wrangler.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const adminToken = process.env.ADMIN_TOKEN ?? `adm-dev-${randomBytes(16).toString("hex")}`;
@@ -43,7 +43,11 @@ const upstream = await startMockUpstream();
 const dev = await startWranglerDev({
   port: process.env.PORT ?? "8787",
   persistTo: join(root, ".wrangler", "state"),
-  vars: { UPSTREAM_BASE_URL: upstream.baseUrl, UPSTREAM_API_KEY: "mock-upstream-key", ADMIN_TOKEN: adminToken },
+  vars: {
+    UPSTREAM_BASE_URL: upstream.baseUrl,
+    UPSTREAM_API_KEY: "mock-upstream-key",
+    ADMIN_TOKEN: adminToken,
+  },
   onOutput: (text) => process.stdout.write(text),
 }).catch(async (error) => {
   await upstream.close();
@@ -56,7 +60,7 @@ try {
   console.error(`seeding the demo tenant failed: ${error.message}`);
 }
 
-for (const signal of ["SIGINT", "SIGTERM"]) {
+for (const signal of /** @type {const} */ (["SIGINT", "SIGTERM"])) {
   process.on(signal, async () => {
     await dev.stop(signal);
     await upstream.close();

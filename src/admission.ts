@@ -51,7 +51,7 @@ export function revokedFirst(): MiddlewareHandler<AppEnv> {
 }
 
 /**
- * Step 6: the org's gate admits the request against the org and user limits (from `org:<id>`, or
+ * Admission: the org's gate admits the request against the org and user limits (from `org:<id>`, or
  * DEFAULT_ORG_RPM / DEFAULT_USER_RPM), and refuses a revoked key.
  */
 export function admitRequest(): MiddlewareHandler<AppEnv> {
@@ -75,11 +75,15 @@ export function admitRequest(): MiddlewareHandler<AppEnv> {
     }
     const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));
     const who = admission.scope === "org" ? "organization" : "user";
-    throw new GatewayError("rate_limit_exceeded", `Rate limit reached for this ${who}: ${admission.limit} requests per minute.`, {
-      headers: {
-        "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
-        "retry-after-ms": String(retryAfterMs),
+    throw new GatewayError(
+      "rate_limit_exceeded",
+      `Rate limit reached for this ${who}: ${admission.limit} requests per minute.`,
+      {
+        headers: {
+          "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))),
+          "retry-after-ms": String(retryAfterMs),
+        },
       },
-    });
+    );
   };
 }

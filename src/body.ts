@@ -15,7 +15,7 @@ function bodyLimitOf(maxSize: number): MiddlewareHandler {
     limiter = bodyLimit({
       maxSize,
       onError: () => {
-        throw new GatewayError("request_too_large", "Request body exceeds the size limit.");
+        throw new GatewayError("request_too_large");
       },
     });
     limiters.set(maxSize, limiter);
@@ -39,7 +39,7 @@ export async function readBody(c: Context<AppEnv>, maxBytes?: number): Promise<A
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new GatewayError("request_timeout", "The request body did not arrive in time.")),
+      () => reject(new GatewayError("request_timeout")),
       Math.max(0, config.bodyTimeoutMs - c.get("log").elapsed()),
     );
   });
@@ -147,7 +147,9 @@ export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
     let model = { start: 0, end: 0 };
     for (const place of topLevelKeys(text, interpreted)) {
       if (seen.has(place.key)) {
-        throw new GatewayError("invalid_body", `Invalid body: '${place.key}' appears more than once.`, { param: place.key });
+        throw new GatewayError("invalid_body", `Invalid body: '${place.key}' appears more than once.`, {
+          param: place.key,
+        });
       }
       seen.add(place.key);
       if (place.key === "model") model = place;

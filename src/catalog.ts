@@ -13,7 +13,7 @@ const grants = (group: GroupRecord | null, id: string) => {
   return models === "all" || models.includes(id);
 };
 
-/** Step 4: the requested model must be in the catalog. */
+/** The model check: the requested model must be in the catalog. */
 export function resolveModel(): MiddlewareHandler<AppEnv> {
   return async function resolveModel(c, next) {
     const id = c.get("body").model;
@@ -26,13 +26,15 @@ export function resolveModel(): MiddlewareHandler<AppEnv> {
   };
 }
 
-/** Step 5: the key's user group must grant the model. */
+/** The access check: the key's user group must grant the model. */
 export function checkAccess(): MiddlewareHandler<AppEnv> {
   return async function checkAccess(c, next) {
     const id = c.get("body").model;
     const group = await readRecord(c.env.GATEWAY_KV, "group", c.get("apiKey").group);
     if (!grants(group, id)) {
-      throw new GatewayError("model_access_denied", `This API key may not use model '${id}'.`, { param: "model" });
+      throw new GatewayError("model_access_denied", `This API key may not use model '${id}'.`, {
+        param: "model",
+      });
     }
     await next();
   };

@@ -48,7 +48,8 @@ function baseUrl(value: string | undefined): string {
     !url.hash &&
     !value!.includes("?") &&
     !value!.includes("#");
-  if (!usable) throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL without query or fragment");
+  if (!usable)
+    throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL without query or fragment");
   return `${url!.origin}${url!.pathname}`.replace(/\/+$/, "");
 }
 

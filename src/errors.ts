@@ -10,7 +10,7 @@ const ERRORS = {
   not_found: [404, "invalid_request_error", "Not found."],
   method_not_allowed: [405, "invalid_request_error", "Method not allowed."],
   unauthorized: [401, "invalid_request_error", "Unauthorized"],
-  request_too_large: [413, "invalid_request_error", "Request body is too large."],
+  request_too_large: [413, "invalid_request_error", "Request body exceeds the size limit."],
   request_timeout: [408, "invalid_request_error", "The request body did not arrive in time."],
   invalid_body: [400, "invalid_request_error", "Request body is invalid."],
   model_not_found: [400, "invalid_request_error", "Model not found."],
@@ -97,7 +97,10 @@ function describeFault(err: unknown): string {
  * and the log line records its code (and, for a bug, only the error's name: its message may quote
  * caller data).
  */
-export function handleError<E extends { Variables: { log: RequestLog } }>(err: unknown, c: Context<E>): Response {
+export function handleError<E extends { Variables: { log: RequestLog } }>(
+  err: unknown,
+  c: Context<E>,
+): Response {
   const error = toGatewayError(err);
   const log = c.get("log").fields;
   log.code = error.code;

@@ -26,7 +26,15 @@ app.get("/healthz", (c) => c.json({ status: "ok" }));
 // The pipeline, in contract order: auth, body, model, access, admission (limits), upstream. Both model
 // routes run it; they differ only in their body schema, upstream path and stream conventions.
 const pipeline = (schema: BodySchema, path: string, dialect: () => StreamDialect) =>
-  [apiKeyAuth(), revokedFirst(), jsonBody(schema), resolveModel(), checkAccess(), admitRequest(), proxy(path, dialect)] as const;
+  [
+    apiKeyAuth(),
+    revokedFirst(),
+    jsonBody(schema),
+    resolveModel(),
+    checkAccess(),
+    admitRequest(),
+    proxy(path, dialect),
+  ] as const;
 
 app.post("/v1/chat/completions", ...pipeline(chatCompletionBody, "/chat/completions", chatDialect));
 app.post("/v1/responses", ...pipeline(responsesBody, "/responses", responsesDialect));

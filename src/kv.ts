@@ -64,7 +64,10 @@ export function forgetCached(key: string): void {
 }
 
 /** Every entry under `prefix` (name and metadata), across all of KV's list pages. */
-export async function listEntries<M = unknown>(kv: KVNamespace, prefix: string): Promise<Array<KVNamespaceListKey<M>>> {
+export async function listEntries<M = unknown>(
+  kv: KVNamespace,
+  prefix: string,
+): Promise<Array<KVNamespaceListKey<M>>> {
   const entries: Array<KVNamespaceListKey<M>> = [];
   let cursor: string | undefined;
   do {

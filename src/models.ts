@@ -13,7 +13,9 @@ export const listModels: Handler<AppEnv> = async (c) => {
   const grant = granted(await readRecord(kv, "group", c.get("apiKey").group));
   let models: Array<[string, ModelRecord]>;
   if (grant === "all") {
-    models = (await listRecords(kv, "model")).flatMap((m) => (m.ok ? [[m.id, m.value] as [string, ModelRecord]] : []));
+    models = (await listRecords(kv, "model")).flatMap((m) =>
+      m.ok ? [[m.id, m.value] as [string, ModelRecord]] : [],
+    );
   } else {
     const found = await Promise.all(grant.map((id) => inspectRecord(kv, "model", id)));
     models = grant.flatMap((id, i) => {

@@ -10,7 +10,8 @@ export type Admission =
   | { admitted: false; revoked?: false; scope: "org" | "user"; limit: number; retryAfterMs: number };
 
 /** Storage keys: `a:<time>:<seq>` → user for each admission, `r:<key id>` → time for revocations. */
-const admissionKey = (at: number, seq: number) => `a:${String(at).padStart(15, "0")}:${String(seq).padStart(9, "0")}`;
+const admissionKey = (at: number, seq: number) =>
+  `a:${String(at).padStart(15, "0")}:${String(seq).padStart(9, "0")}`;
 const admissionTime = (key: string) => Number(key.slice(2, 17));
 // What this object wrote; anything else in its storage is not counted on trust.
 const ADMISSION_KEY = /^a:\d{15}:\d{9}$/;
@@ -94,7 +95,9 @@ export class OrgGate extends DurableObject {
     this.saving = false;
     for (let i = 0; i < entries.length; i += STORAGE_BATCH) {
       // A failed write resets the object; there is nothing to add here.
-      this.ctx.storage.put(Object.fromEntries(entries.slice(i, i + STORAGE_BATCH)), { allowUnconfirmed: true }).catch(() => {});
+      this.ctx.storage
+        .put(Object.fromEntries(entries.slice(i, i + STORAGE_BATCH)), { allowUnconfirmed: true })
+        .catch(() => {});
     }
   }
 

@@ -15,7 +15,10 @@ import { cachedRead, forgetCached, isStorableKey, listEntries, type Checked } fr
 /** Org, user and group ids: printable, no spaces, safe inside a KV key and a URL path. */
 export const entityId = v.pipe(
   v.string("must be a string"),
-  v.regex(/^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$/, "must be 1-128 letters, digits or ._@:+- starting with a letter or digit"),
+  v.regex(
+    /^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,127}$/,
+    "must be 1-128 letters, digits or ._@:+- starting with a letter or digit",
+  ),
 );
 
 /** Model ids may hold slashes (`openai/gpt-4o`) but no whitespace, and `*` is reserved. */
@@ -43,7 +46,10 @@ const isoTime = v.pipe(v.string("must be a string"), v.isoTimestamp("must be an 
 
 /** `key:<sha256 hex of the key>`: who a key belongs to. */
 export const apiKeyRecord = v.strictObject({
-  id: v.pipe(v.string("must be a string"), v.regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -")),
+  id: v.pipe(
+    v.string("must be a string"),
+    v.regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1-64 letters, digits, _ or -"),
+  ),
   org: entityId,
   user: entityId,
   group: entityId,
@@ -60,7 +66,9 @@ export const keyIdRecord = v.strictObject({
 
 /** `model:<id>`: a catalog model; `{}` is a valid one. */
 export const modelRecord = v.strictObject({
-  display_name: v.optional(v.pipe(v.string("must be a string"), v.maxLength(200, "must be at most 200 characters"))),
+  display_name: v.optional(
+    v.pipe(v.string("must be a string"), v.maxLength(200, "must be at most 200 characters")),
+  ),
   upstream_model: v.optional(modelId),
 });
 
@@ -119,9 +127,12 @@ function describe(issue: v.BaseIssue<unknown>): string {
 /** Checks a stored value against its kind's schema. */
 export function checkRecord<K extends RecordKind>(kind: K, value: unknown): Checked<RecordOf<K>> {
   // valibot's object schemas take an array for an object with no keys.
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return { ok: false, problem: "must be a JSON object" };
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return { ok: false, problem: "must be a JSON object" };
   const result = v.safeParse(SCHEMAS[kind], value, { abortEarly: true });
-  return result.success ? { ok: true, value: result.output as RecordOf<K> } : { ok: false, problem: describe(result.issues[0]) };
+  return result.success
+    ? { ok: true, value: result.output as RecordOf<K> }
+    : { ok: false, problem: describe(result.issues[0]) };
 }
 
 /**
@@ -131,7 +142,11 @@ export function checkRecord<K extends RecordKind>(kind: K, value: unknown): Chec
  * @example
  * const org = await readRecord(env.GATEWAY_KV, "org", "acme");
  */
-export async function readRecord<K extends RecordKind>(kv: KVNamespace, kind: K, id: string): Promise<RecordOf<K> | null> {
+export async function readRecord<K extends RecordKind>(
+  kv: KVNamespace,
+  kind: K,
+  id: string,
+): Promise<RecordOf<K> | null> {
   const found = await inspectRecord(kv, kind, id, false);
   if (found && !found.ok) throw new InvalidRecord(kind);
   return found && found.value;
@@ -154,7 +169,11 @@ export function inspectRecord<K extends RecordKind>(
 }
 
 /** The record as KV holds it now (past the isolate's cache); throws {@link InvalidRecord}. */
-export async function readFreshRecord<K extends RecordKind>(kv: KVNamespace, kind: K, id: string): Promise<RecordOf<K> | null> {
+export async function readFreshRecord<K extends RecordKind>(
+  kv: KVNamespace,
+  kind: K,
+  id: string,
+): Promise<RecordOf<K> | null> {
   const found = await inspectRecord(kv, kind, id, true);
   if (found && !found.ok) throw new InvalidRecord(kind);
   return found && found.value;
@@ -209,5 +228,8 @@ export async function listIds(kv: KVNamespace, kind: RecordKind): Promise<string
 /** Every `key:` entry: its hash and the record its metadata carries, unchecked (see keys.ts). */
 export async function listKeyEntries(kv: KVNamespace): Promise<Array<{ hash: string; metadata: unknown }>> {
   const prefix = recordKey("key", "");
-  return (await listEntries<unknown>(kv, prefix)).map(({ name, metadata }) => ({ hash: name.slice(prefix.length), metadata }));
+  return (await listEntries<unknown>(kv, prefix)).map(({ name, metadata }) => ({
+    hash: name.slice(prefix.length),
+    metadata,
+  }));
 }

@@ -6,8 +6,12 @@ import type { AppEnv } from "./types";
 export function methodNotAllowed(...allowed: string[]): MiddlewareHandler<AppEnv> {
   const allow = allowed.join(", ");
   return async function methodNotAllowed(c) {
-    throw new GatewayError("method_not_allowed", `Method ${c.req.method} is not allowed here; use ${allow}.`, {
-      headers: { allow },
-    });
+    throw new GatewayError(
+      "method_not_allowed",
+      `Method ${c.req.method} is not allowed here; use ${allow}.`,
+      {
+        headers: { allow },
+      },
+    );
   };
 }

@@ -83,7 +83,9 @@ function decodable(upstream: Response): Response {
   headers.delete("content-encoding");
   headers.delete("content-length");
   // The identity stream gives the stream driver the byte reader it reads with.
-  const body = upstream.body?.pipeThrough(new DecompressionStream(format)).pipeThrough(new IdentityTransformStream());
+  const body = upstream.body
+    ?.pipeThrough(new DecompressionStream(format))
+    .pipeThrough(new IdentityTransformStream());
   return new Response(body ?? null, { status: upstream.status, headers });
 }
 
@@ -148,7 +150,7 @@ const isEventStream = (response: Response) =>
   response.headers.get("content-type")?.toLowerCase().startsWith("text/event-stream") ?? false;
 
 /**
- * Step 7: forwards the request to `UPSTREAM_BASE_URL` + `path` and returns the upstream's answer
+ * The upstream step: forwards the request to `UPSTREAM_BASE_URL` + `path` and returns the upstream's answer
  * under the contract: non-2xx bodies verbatim, empty bodies as 502, streams event by event.
  */
 export function proxy(path: string, dialect: () => StreamDialect): MiddlewareHandler<AppEnv> {

@@ -1,5 +1,5 @@
 import type { TestProject } from "vitest/node";
-import { startMockUpstream } from "./mock-upstream.mjs";
+import { startMockUpstream } from "./mock/server.mjs";
 
 declare module "vitest" {
   export interface ProvidedContext {

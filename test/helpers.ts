@@ -41,8 +41,12 @@ export async function seedTenant(
   const model = Object.keys(models)[0]!;
   const key = `sk-gw-${crypto.randomUUID().replaceAll("-", "")}`;
   const keyId = unique("key");
-  for (const [id, record] of Object.entries(models)) await env.GATEWAY_KV.put(`model:${id}`, JSON.stringify(record));
-  await env.GATEWAY_KV.put(`group:${group}`, JSON.stringify({ models: options.grants ?? Object.keys(models) }));
+  for (const [id, record] of Object.entries(models))
+    await env.GATEWAY_KV.put(`model:${id}`, JSON.stringify(record));
+  await env.GATEWAY_KV.put(
+    `group:${group}`,
+    JSON.stringify({ models: options.grants ?? Object.keys(models) }),
+  );
   await env.GATEWAY_KV.put(
     `org:${org}`,
     JSON.stringify(options.orgLimits ?? { requests_per_minute: 1000, user_requests_per_minute: 1000 }),
@@ -67,7 +71,11 @@ export function gateway(path: string, init: RequestInit = {}): Promise<Response>
 }
 
 /** The same Worker with some vars overridden, as `wrangler dev --var` would. */
-export async function gatewayWith(vars: Partial<Env>, path: string, init: RequestInit = {}): Promise<Response> {
+export async function gatewayWith(
+  vars: Partial<Env>,
+  path: string,
+  init: RequestInit = {},
+): Promise<Response> {
   const ctx = createExecutionContext();
   const response = await worker.fetch(new Request(GATEWAY + path, init), { ...env, ...vars } as Env, ctx);
   await waitOnExecutionContext(ctx);
@@ -81,7 +89,11 @@ export interface ChatRequestOptions {
 }
 
 /** POST /v1/chat/completions with a JSON body and the tenant's key. */
-export function chat(tenant: Tenant, body: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+export function chat(
+  tenant: Tenant,
+  body: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+) {
   return gateway("/v1/chat/completions", {
     method: "POST",
     headers: { authorization: `Bearer ${tenant.key}`, "content-type": "application/json", ...headers },
@@ -115,7 +127,11 @@ export async function upstreamRequests(requestId: string): Promise<RecordedReque
   return response.json();
 }
 
-export async function mockStats(): Promise<{ aborted: string[]; completed: string[]; open_connections: number }> {
+export async function mockStats(): Promise<{
+  aborted: string[];
+  completed: string[];
+  open_connections: number;
+}> {
   return (await fetch(`${MOCK}/__mock/stats`)).json();
 }
 
@@ -124,13 +140,71 @@ export const envelope = (type: string, code: string, param: string | null = null
   error: { message: expect.any(String), type, param, code },
 });
 
-/** Request params plus the mock upstream's cue, an extra body field the gateway passes through. */
-export function cued<T extends object>(params: T, mock: Record<string, unknown>): T {
-  return { ...params, mock } as T;
+/**
+ * The mock upstream's cue: an extra body field telling it how to answer this one request, which
+ * the gateway passes through like any unknown field. With `params`, those request params plus the
+ * cue, typed as the params (for the `openai` client, whose types know no `mock`).
+ *
+ * @example
+ * await chat(tenant, cue({ status: 503 }));
+ * await client.chat.completions.create(cue({ reply: "hi" }, params));
+ */
+export function cue(mock: Record<string, unknown>): { mock: Record<string, unknown> };
+export function cue<T extends object>(mock: Record<string, unknown>, params: T): T;
+export function cue(mock: Record<string, unknown>, params: object = {}) {
+  return { ...params, mock };
+}
+
+/**
+ * POST exactly these body bytes to a route with the tenant's key and the given `x-request-id`
+ * (so the mock upstream's record of the request can be looked up).
+ *
+ * @example
+ * const response = await postRaw("/v1/responses", tenant, "{not json", id);
+ */
+export function postRaw(
+  path: string,
+  tenant: Pick<Tenant, "key">,
+  body: BodyInit,
+  requestId: string,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return gateway(path, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${tenant.key}`,
+      "content-type": "application/json",
+      "x-request-id": requestId,
+      ...headers,
+    },
+    body,
+  });
+}
+
+/** The one body every API-key (and admin token) failure answers with, whatever its cause. */
+export const UNAUTHORIZED = '{"error":"Unauthorized"}';
+
+/** Asserts the contract's 401: exactly {@link UNAUTHORIZED}, JSON, not cached, with a request id (this one, if given). */
+export async function expectUnauthorized(response: Response, requestId?: string) {
+  expect(response.status).toBe(401);
+  expect(response.headers.get("content-type")).toBe("application/json");
+  expect(response.headers.get("cache-control")).toBe("no-store");
+  if (requestId === undefined) expect(response.headers.get("x-request-id")).toBeTruthy();
+  else expect(response.headers.get("x-request-id")).toBe(requestId);
+  expect(await response.text()).toBe(UNAUTHORIZED);
+}
+
+/** Asserts that no request with this `x-request-id` reached the mock upstream. */
+export async function expectNotForwarded(requestId: string) {
+  expect(await upstreamRequests(requestId)).toEqual([]);
 }
 
 /** POST /v1/responses with a JSON body and the tenant's key. */
-export function responses(tenant: Tenant, body: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+export function responses(
+  tenant: Tenant,
+  body: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+) {
   return gateway("/v1/responses", {
     method: "POST",
     headers: { authorization: `Bearer ${tenant.key}`, "content-type": "application/json", ...headers },

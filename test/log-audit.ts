@@ -4,8 +4,19 @@ import { afterAll, expect } from "vitest";
 // JSON object of the documented fields, and none carries a credential, whatever the test sent.
 
 const FIELDS = new Set([
-  "request_id", "route", "status", "code", "org", "user", "key_id", "model",
-  "upstream_status", "stream_outcome", "duration_ms", "ttfb_ms", "error",
+  "request_id",
+  "route",
+  "status",
+  "code",
+  "org",
+  "user",
+  "key_id",
+  "model",
+  "upstream_status",
+  "stream_outcome",
+  "duration_ms",
+  "ttfb_ms",
+  "error",
 ]);
 const SECRETS = [/sk-gw-/, /sk-upstream/, /test-admin-token/, /bearer/i, /authorization/i, /cookie/i];
 

@@ -23,7 +23,11 @@ describe("log line", () => {
     const tenant = await seedTenant();
     const id = unique("log");
     const prompt = `secret prompt ${unique("p")}`;
-    const response = await chat(tenant, { messages: [{ role: "user", content: prompt }] }, { "x-request-id": id });
+    const response = await chat(
+      tenant,
+      { messages: [{ role: "user", content: prompt }] },
+      { "x-request-id": id },
+    );
     const completion = await response.text();
     const lines = linesFor(id);
     expect(lines).toHaveLength(1);

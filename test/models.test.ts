@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { gateway, openai, seedTenant, unique } from "./helpers";
+import { expectUnauthorized, gateway, openai, seedTenant, unique } from "./helpers";
 
 describe("GET /v1/models", () => {
   it("lists exactly the models the key's group grants, with display_name where set", async () => {
@@ -35,8 +35,6 @@ describe("GET /v1/models", () => {
   });
 
   it("answers the exact 401 without a valid key", async () => {
-    const response = await gateway("/v1/models");
-    expect(response.status).toBe(401);
-    expect(await response.text()).toBe('{"error":"Unauthorized"}');
+    await expectUnauthorized(await gateway("/v1/models"));
   });
 });

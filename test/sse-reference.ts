@@ -1,7 +1,59 @@
+import { env } from "cloudflare:workers";
+
 /**
- * What a whole-event SSE forwarder must deliver when its upstream breaks, computed independently
- * of the gateway's framer: the fault sweeps of chat and Responses streams both judge by these.
+ * What a whole-event SSE forwarder must deliver, computed independently of the gateway's framer:
+ * the reference bytes the mock upstream streams, the frames that end an interrupted stream as
+ * the README's "Streaming" section spells them, and what must arrive when the upstream breaks. The stream
+ * rows of the contract table and the fault sweeps of both routes judge by these.
  */
+
+// 24 words, some of them multi-byte, so cuts also fall inside UTF-8 characters.
+export const REPLY =
+  "Grüße aus dem Gateway — ein Strom von Ereignissen, ganz und unversehrt 🙂 " +
+  "même quand le flux amont se coupe au milieu d'une ligne ou d'un caractère.";
+
+/**
+ * What the mock upstream streams for this body on this route, fetched straight from it: the
+ * reference bytes a clean pass through the gateway must reproduce.
+ *
+ * @example
+ * const reference = await referenceStream("/v1/responses", { model, input: "hi", stream: true, mock: { reply: REPLY } });
+ */
+export async function referenceStream(route: string, body: Record<string, unknown>): Promise<string> {
+  const response = await fetch(env.UPSTREAM_BASE_URL.replace(/\/v1$/, "") + route, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return response.text();
+}
+
+/** A stream's events, split on its blank lines, each with its blank line. */
+export const eventsOf = (stream: string, lineEnd = "\n") =>
+  stream
+    .split(lineEnd + lineEnd)
+    .filter(Boolean)
+    .map((event) => event + lineEnd + lineEnd);
+
+/** What ends an interrupted chat stream. */
+export const CHAT_FRAME =
+  "event: error\n" +
+  'data: {"error":{"message":"upstream stream interrupted","type":"server_error","param":null,"code":"stream_error"}}\n\n' +
+  "data: [DONE]\n\n";
+
+/** The frames that end an interrupted Responses stream, numbered from `n`, naming response `id`. */
+export const responsesFrames = (n: number, id: string) =>
+  "event: error\n" +
+  `data: {"type":"error","code":"stream_error","message":"upstream stream interrupted","param":null,"sequence_number":${n},` +
+  `"error":{"message":"upstream stream interrupted","type":"server_error","param":null,"code":"stream_error"}}\n\n` +
+  "event: response.failed\n" +
+  `data: {"type":"response.failed","sequence_number":${n + 1},"id":"${id}","object":"response","status":"failed",` +
+  `"response":{"id":"${id}","object":"response","status":"failed",` +
+  `"error":{"code":"stream_error","message":"upstream stream interrupted"}}}\n\n`;
+
+/** The mock upstream's Responses stream id, and the shape of the one the gateway makes up when it saw none. */
+export const RESPONSES_UPSTREAM_ID = "resp_mock_stream";
+export const MADE_UP_RESPONSE_ID = /"id":"(resp_gw_[0-9a-f]{32})"/;
 
 export interface EventEnd {
   /** Offset at which the event is complete: its blank line's ending has begun. */
@@ -33,7 +85,10 @@ export function eventEndsInBytes(bytes: Uint8Array, lineEnd: string): EventEnd[]
   const encoder = new TextEncoder();
   // eventEnds counts UTF-16 units.
   const inBytes = (offset: number) => encoder.encode(stream.slice(0, offset)).length;
-  return eventEnds(stream, lineEnd).map(({ complete, end }) => ({ complete: inBytes(complete), end: inBytes(end) }));
+  return eventEnds(stream, lineEnd).map(({ complete, end }) => ({
+    complete: inBytes(complete),
+    end: inBytes(end),
+  }));
 }
 
 /** The bytes the client must get, before the error frame, when the upstream breaks after `cut` bytes. */
@@ -52,11 +107,18 @@ export function expectedAfterCut(bytes: Uint8Array, ends: EventEnd[], cut: numbe
  * the cut with the blank line the gateway adds; otherwise null. Only the `\r` of a final `\r\n`
  * still ends the line, as nothing can follow it any more.
  */
-export function completedAfterCut(bytes: Uint8Array, ends: EventEnd[], lineEnd: string, cut: number): string | null {
+export function completedAfterCut(
+  bytes: Uint8Array,
+  ends: EventEnd[],
+  lineEnd: string,
+  cut: number,
+): string | null {
   const terminal = ends.at(-1)!;
   const lineEndAt = terminal.complete - 1 - lineEnd.length;
   if (cut <= lineEndAt || cut >= terminal.complete) return null;
-  return new TextDecoder().decode(bytes.subarray(0, cut)) + (cut - lineEndAt === lineEnd.length ? lineEnd : "\r");
+  return (
+    new TextDecoder().decode(bytes.subarray(0, cut)) + (cut - lineEndAt === lineEnd.length ? lineEnd : "\r")
+  );
 }
 
 /**
@@ -69,7 +131,8 @@ export function cutsFor(bytes: Uint8Array, everyOffset: boolean, stride = 5): nu
   let lastLineEnd = -Infinity;
   for (let i = 0; i <= bytes.length; i++) {
     if (bytes[i] === 0x0a || bytes[i] === 0x0d) lastLineEnd = i;
-    const nearLineEnd = i - lastLineEnd <= 4 || [1, 2, 3, 4].some((d) => bytes[i + d] === 0x0a || bytes[i + d] === 0x0d);
+    const nearLineEnd =
+      i - lastLineEnd <= 4 || [1, 2, 3, 4].some((d) => bytes[i + d] === 0x0a || bytes[i + d] === 0x0d);
     if (everyOffset || nearLineEnd || i % stride === 0 || i === bytes.length) cuts.push(i);
   }
   return cuts;

@@ -82,7 +82,7 @@ describe("SseFramer", () => {
   });
 
   it("gives the same output for every chunking of the same bytes", () => {
-    const stream = "data: {\"a\":1}\r\n\r\n: comment\n\nevent: x\rdata: é\r\rdata: [DONE]\n\ndata: part";
+    const stream = 'data: {"a":1}\r\n\r\n: comment\n\nevent: x\rdata: é\r\rdata: [DONE]\n\ndata: part';
     const whole = frame([stream]);
     for (let cut = 1; cut < stream.length; cut++) {
       const split = frame([stream.slice(0, cut), stream.slice(cut)]);

@@ -31,7 +31,8 @@ function adminAuth(): MiddlewareHandler<AppEnv> {
 /** A path parameter checked like the same id in a body, so a bad one is a typed 400. */
 function pathId(schema: typeof entityId | typeof modelId, value: string, what: string): string {
   const result = v.safeParse(schema, value);
-  if (!result.success) throw new GatewayError("invalid_body", `Invalid ${what} id: ${result.issues[0].message}.`);
+  if (!result.success)
+    throw new GatewayError("invalid_body", `Invalid ${what} id: ${result.issues[0].message}.`);
   return result.output;
 }
 
@@ -58,7 +59,9 @@ admin.post("/keys", async (c) => {
 admin.get("/keys", async (c) => {
   const org = c.req.query("org");
   const keys = await listKeys(c.env.GATEWAY_KV, org === undefined ? undefined : pathId(entityId, org, "org"));
-  return c.json(list(keys.map((key) => (key.ok ? key.value : { hash: key.id, invalid: true, problem: key.problem }))));
+  return c.json(
+    list(keys.map((key) => (key.ok ? key.value : { hash: key.id, invalid: true, problem: key.problem }))),
+  );
 });
 
 admin.delete("/keys/:id", async (c) => {
@@ -82,11 +85,17 @@ admin.put("/models/:id{.+}", async (c) => {
 admin.delete("/models/:id{.+}", async (c) => {
   const id = pathId(modelId, c.req.param("id"), "model");
   const kv = c.env.GATEWAY_KV;
-  if (!(await inspectRecord(kv, "model", id, true))) throw new GatewayError("not_found", `Model '${id}' not found.`);
-  const granting = (await listRecords(kv, "group", true)).filter((group) => group.ok && group.value.models.includes(id));
+  if (!(await inspectRecord(kv, "model", id, true)))
+    throw new GatewayError("not_found", `Model '${id}' not found.`);
+  const granting = (await listRecords(kv, "group", true)).filter(
+    (group) => group.ok && group.value.models.includes(id),
+  );
   if (granting.length) {
     const names = granting.map((group) => `'${group.id}'`).join(", ");
-    throw new GatewayError("model_in_use", `Model '${id}' is granted by group ${names}; remove it there first.`);
+    throw new GatewayError(
+      "model_in_use",
+      `Model '${id}' is granted by group ${names}; remove it there first.`,
+    );
   }
   await deleteRecord(kv, "model", id);
   return c.json({ id, deleted: true });
@@ -100,10 +109,14 @@ admin.put("/groups/:id", async (c) => {
   const id = pathId(entityId, c.req.param("id"), "group");
   const record = parseBody(groupBody, await readBody(c, MAX_ADMIN_BODY_BYTES));
   const kv = c.env.GATEWAY_KV;
-  const found = await Promise.all(record.models.map((m) => (m === "*" ? "*" : inspectRecord(kv, "model", m, true))));
+  const found = await Promise.all(
+    record.models.map((m) => (m === "*" ? "*" : inspectRecord(kv, "model", m, true))),
+  );
   const missing = found.findIndex((model) => model === null);
   if (missing >= 0) {
-    throw new GatewayError("model_not_found", `Model '${record.models[missing]}' not found.`, { param: `models[${missing}]` });
+    throw new GatewayError("model_not_found", `Model '${record.models[missing]}' not found.`, {
+      param: `models[${missing}]`,
+    });
   }
   await writeRecord(kv, "group", id, record);
   return c.json({ id, ...record });
@@ -112,10 +125,16 @@ admin.put("/groups/:id", async (c) => {
 admin.delete("/groups/:id", async (c) => {
   const id = pathId(entityId, c.req.param("id"), "group");
   const kv = c.env.GATEWAY_KV;
-  if (!(await inspectRecord(kv, "group", id, true))) throw new GatewayError("not_found", `Group '${id}' not found.`);
-  const users = (await listKeys(kv)).filter((key) => key.ok && key.value.group === id && !key.value.revoked_at);
+  if (!(await inspectRecord(kv, "group", id, true)))
+    throw new GatewayError("not_found", `Group '${id}' not found.`);
+  const users = (await listKeys(kv)).filter(
+    (key) => key.ok && key.value.group === id && !key.value.revoked_at,
+  );
   if (users.length) {
-    throw new GatewayError("group_in_use", `Group '${id}' is used by ${users.length} active key(s); revoke them first.`);
+    throw new GatewayError(
+      "group_in_use",
+      `Group '${id}' is used by ${users.length} active key(s); revoke them first.`,
+    );
   }
   await deleteRecord(kv, "group", id);
   return c.json({ id, deleted: true });

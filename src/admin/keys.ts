@@ -27,7 +27,9 @@ function randomBase62(length: number): string {
 // KV metadata holds at most 1,024 bytes of JSON; a record that would not fit is listed by reading it.
 const MAX_METADATA_BYTES = 1024;
 const asMetadata = (record: ApiKeyRecord) =>
-  new TextEncoder().encode(JSON.stringify(record)).byteLength <= MAX_METADATA_BYTES ? { metadata: record } : {};
+  new TextEncoder().encode(JSON.stringify(record)).byteLength <= MAX_METADATA_BYTES
+    ? { metadata: record }
+    : {};
 
 export interface NewKey {
   org: string;
@@ -41,10 +43,17 @@ export interface NewKey {
  * The record also rides along as the KV entry's metadata, so keys can be listed without reading
  * each one.
  */
-export async function createKey(kv: KVNamespace, fields: NewKey): Promise<{ key: string; record: ApiKeyRecord }> {
+export async function createKey(
+  kv: KVNamespace,
+  fields: NewKey,
+): Promise<{ key: string; record: ApiKeyRecord }> {
   const key = `sk-gw-${randomBase62(40)}`;
   const hash = await hashKey(key);
-  const record: ApiKeyRecord = { id: `key_${randomBase62(20)}`, ...fields, created_at: new Date().toISOString() };
+  const record: ApiKeyRecord = {
+    id: `key_${randomBase62(20)}`,
+    ...fields,
+    created_at: new Date().toISOString(),
+  };
   // The id entry first: if the second write fails, what remains points at nothing.
   await writeRecord(kv, "keyid", record.id, { hash });
   await writeRecord(kv, "key", hash, record, asMetadata(record));
@@ -64,7 +73,9 @@ export async function listKeys(kv: KVNamespace, org?: string): Promise<Array<Lis
       return checked && { id: hash, ...checked };
     }),
   );
-  const keys = listed.filter((entry): entry is Listed<ApiKeyRecord> => !!entry && (!org || !entry.ok || entry.value.org === org));
+  const keys = listed.filter(
+    (entry): entry is Listed<ApiKeyRecord> => !!entry && (!org || !entry.ok || entry.value.org === org),
+  );
   const created = (entry: Listed<ApiKeyRecord>) => (entry.ok ? entry.value.created_at : "");
   return keys.sort((a, b) => created(a).localeCompare(created(b)));
 }

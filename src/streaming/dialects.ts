@@ -46,7 +46,8 @@ function dataOf(text: string): string {
 function mentionsDone(bytes: Uint8Array): boolean {
   for (let i = bytes.indexOf(0x5d, 4); i >= 0; i = bytes.indexOf(0x5d, i + 1)) {
     // "E", "N", "O", "D" before the bracket.
-    if (bytes[i - 1] === 0x45 && bytes[i - 2] === 0x4e && bytes[i - 3] === 0x4f && bytes[i - 4] === 0x44) return true;
+    if (bytes[i - 1] === 0x45 && bytes[i - 2] === 0x4e && bytes[i - 3] === 0x4f && bytes[i - 4] === 0x44)
+      return true;
   }
   return false;
 }
@@ -55,7 +56,8 @@ function mentionsDone(bytes: Uint8Array): boolean {
  * The chat terminator: an event whose data is `[DONE]`, whatever other fields (`id:`, `event:`,
  * comments) it carries. Judged by the event's fields, not by its length or a pattern in its text.
  */
-const isDoneEvent = (bytes: Uint8Array, text = decoder.decode(bytes)) => mentionsDone(bytes) && dataOf(text) === "[DONE]";
+const isDoneEvent = (bytes: Uint8Array, text = decoder.decode(bytes)) =>
+  mentionsDone(bytes) && dataOf(text) === "[DONE]";
 
 const CHAT_INTERRUPTION = encoder.encode(
   "event: error\n" +
@@ -86,8 +88,8 @@ export function chatDialect(): StreamDialect {
 // Responses API events are judged by their parsed data: the event's own top-level `type` and
 // `sequence_number`, whatever the key order, JSON escapes (`"response.complet\u0065d"`) or
 // `data:` lines they are split over, and never a nested object (an echoed `metadata` can hold
-// anything a caller sent). Parsing every event costs a little more than searching its text (a
-// small delta event is a few hundred bytes); a search was fooled by each of those spellings.
+// anything a caller sent). Parsing every event costs a little more than searching its text
+// (bench/README.md has the figures); a search was fooled by each of those spellings.
 
 const TERMINAL_TYPES = new Set(["response.completed", "response.failed", "response.incomplete"]);
 /** The events that carry the response id. */
@@ -109,7 +111,8 @@ function parseData(text: string): ResponsesEventData | undefined {
   }
 }
 
-const isTerminal = (data: ResponsesEventData | undefined) => typeof data?.type === "string" && TERMINAL_TYPES.has(data.type);
+const isTerminal = (data: ResponsesEventData | undefined) =>
+  typeof data?.type === "string" && TERMINAL_TYPES.has(data.type);
 
 const INTERRUPTED = "upstream stream interrupted";
 
@@ -129,7 +132,12 @@ function responsesInterruption(sequenceNumber: number, id: string): Uint8Array {
     id,
     object: "response",
     status: "failed",
-    response: { id, object: "response", status: "failed", error: { code: "stream_error", message: INTERRUPTED } },
+    response: {
+      id,
+      object: "response",
+      status: "failed",
+      error: { code: "stream_error", message: INTERRUPTED },
+    },
   };
   return encoder.encode(
     `event: error\ndata: ${JSON.stringify(error)}\n\nevent: response.failed\ndata: ${JSON.stringify(failed)}\n\n`,
@@ -165,7 +173,9 @@ export function responsesDialect(): StreamDialect {
       const text = decoder.decode(tail);
       const lineEnd = trailingLineEnd(text);
       // Only whole JSON whose own type is terminal completes it: a data line may still be missing.
-      return lineEnd && isTerminal(parseData(text.slice(0, -lineEnd.length))) ? encoder.encode(lineEnd) : null;
+      return lineEnd && isTerminal(parseData(text.slice(0, -lineEnd.length)))
+        ? encoder.encode(lineEnd)
+        : null;
     },
     interruption() {
       const sequenceNumber = lastSequenceNumber === undefined ? 0 : lastSequenceNumber + 1;

@@ -47,12 +47,25 @@ describe("npm run admin", () => {
   });
 
   it("runs an operator's whole day: catalog, group, org, key, use, list, revoke", async () => {
-    expect(await json(["models", "put", "acme/model-a", "--display-name", "Model A", "--upstream-model", "mock-model"])).toEqual({
+    expect(
+      await json([
+        "models",
+        "put",
+        "acme/model-a",
+        "--display-name",
+        "Model A",
+        "--upstream-model",
+        "mock-model",
+      ]),
+    ).toEqual({
       id: "acme/model-a",
       display_name: "Model A",
       upstream_model: "mock-model",
     });
-    expect(await json(["groups", "put", "team", "--models", "acme/model-a"])).toEqual({ id: "team", models: ["acme/model-a"] });
+    expect(await json(["groups", "put", "team", "--models", "acme/model-a"])).toEqual({
+      id: "team",
+      models: ["acme/model-a"],
+    });
     expect(await json(["orgs", "put", "acme", "--rpm", "100", "--user-rpm", "10"])).toEqual({
       id: "acme",
       requests_per_minute: 100,
@@ -60,7 +73,18 @@ describe("npm run admin", () => {
     });
     expect(await json(["orgs", "get", "acme"])).toMatchObject({ requests_per_minute: 100 });
 
-    const created = await json(["keys", "create", "--org", "acme", "--user", "alice", "--group", "team", "--name", "laptop"]);
+    const created = await json([
+      "keys",
+      "create",
+      "--org",
+      "acme",
+      "--user",
+      "alice",
+      "--group",
+      "team",
+      "--name",
+      "laptop",
+    ]);
     expect(created.key).toMatch(/^sk-gw-/);
     const call = () =>
       fetch(`${gateway.url}/v1/chat/completions`, {
@@ -76,7 +100,11 @@ describe("npm run admin", () => {
     expect(table.stdout).toContain("laptop");
     expect(table.stdout).not.toContain(created.key);
 
-    expect((await json(["models", "list"])).data).toContainEqual({ id: "acme/model-a", display_name: "Model A", upstream_model: "mock-model" });
+    expect((await json(["models", "list"])).data).toContainEqual({
+      id: "acme/model-a",
+      display_name: "Model A",
+      upstream_model: "mock-model",
+    });
     expect((await json(["groups", "list"])).data).toContainEqual({ id: "team", models: ["acme/model-a"] });
 
     expect((await json(["keys", "revoke", created.id])).revoked_at).toEqual(expect.any(String));

@@ -20,10 +20,19 @@ async function aborted(requestId: string): Promise<boolean> {
 /** Opens a stream, waits for its first event, then drops the connection; resolves at the drop. */
 function streamAndLeave(requestId: string, mock: Record<string, unknown>): Promise<number> {
   return new Promise((resolve, reject) => {
-    const body = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], stream: true, mock });
+    const body = JSON.stringify({
+      model: "m",
+      messages: [{ role: "user", content: "hi" }],
+      stream: true,
+      mock,
+    });
     const req = request(`${gateway.url}/v1/chat/completions`, {
       method: "POST",
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-request-id": requestId },
+      headers: {
+        authorization: `Bearer ${key}`,
+        "content-type": "application/json",
+        "x-request-id": requestId,
+      },
     });
     req.on("response", (res) => {
       expect(res.statusCode).toBe(200);

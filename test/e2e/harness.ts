@@ -9,7 +9,9 @@ export const ADMIN_TOKEN = "e2e-admin-token";
  * The built gateway under Miniflare with one tenant made through the admin API: model `m`,
  * group `g` granting everything, org `o`, user `u`, and its key.
  */
-export async function startWithTenant(vars: Record<string, string> = {}): Promise<{ gateway: LocalGateway; key: string }> {
+export async function startWithTenant(
+  vars: Record<string, string> = {},
+): Promise<{ gateway: LocalGateway; key: string }> {
   const gateway = await startLocalGateway({ adminToken: ADMIN_TOKEN, vars });
   const admin = new AdminClient(gateway.url, ADMIN_TOKEN);
   await admin.putModel("m", {});

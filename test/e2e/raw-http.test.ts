@@ -12,7 +12,11 @@ beforeAll(async () => {
 afterAll(() => gateway?.close());
 
 /** Sends `head` then `body` pieces on a raw connection; resolves with the status line's code and the text. */
-function raw(head: string, pieces: Buffer[], { halfClose = false } = {}): Promise<{ status: number; text: string }> {
+function raw(
+  head: string,
+  pieces: Buffer[],
+  { halfClose = false } = {},
+): Promise<{ status: number; text: string }> {
   const { hostname, port } = new URL(gateway.url);
   return new Promise((resolve, reject) => {
     const socket = connect(Number(port), hostname, async () => {
@@ -35,7 +39,9 @@ function raw(head: string, pieces: Buffer[], { halfClose = false } = {}): Promis
       if (/\r\n\r\n[\s\S]*(0\r\n\r\n|\}\s*$)/.test(text)) socket.destroy();
     });
     socket.on("close", () => resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), text }));
-    socket.on("error", (error) => (text ? resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), text }) : reject(error)));
+    socket.on("error", (error) =>
+      text ? resolve({ status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), text }) : reject(error),
+    );
     socket.setTimeout(10_000, () => socket.destroy());
   });
 }
@@ -67,14 +73,18 @@ describe("raw HTTP bodies", () => {
 
   it("answers 400, not 500, when the body is shorter than its Content-Length", async () => {
     const before = await upstreamSaw();
-    const { status } = await raw(head("content-length: 100\r\n"), [Buffer.from('{"model":"m"')], { halfClose: true });
+    const { status } = await raw(head("content-length: 100\r\n"), [Buffer.from('{"model":"m"')], {
+      halfClose: true,
+    });
     expect(status).toBe(400);
     expect(await upstreamSaw()).toBe(before);
   });
 
   it("reads no more than Content-Length when the body is longer", async () => {
     const body = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] });
-    const { status } = await raw(head(`content-length: ${body.length}\r\n`), [Buffer.from(body + "garbage that is not part of it")]);
+    const { status } = await raw(head(`content-length: ${body.length}\r\n`), [
+      Buffer.from(body + "garbage that is not part of it"),
+    ]);
     expect(status).toBe(200);
   });
 });
