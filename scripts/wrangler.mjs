@@ -12,7 +12,7 @@ import { gzipSync } from "node:zlib";
 const root = fileURLToPath(new URL("..", import.meta.url));
 const wranglerBin = join(root, "node_modules", "wrangler", "bin", "wrangler.js");
 const wranglerToml = join(root, "wrangler.toml");
-// No telemetry and no Cloudflare lookups (RUNTIME-NOTES: these two remove every non-loopback one).
+// No telemetry and no Cloudflare lookups: these two remove every non-loopback request wrangler makes.
 const quietEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" };
 // Files the dry run writes beside the bundle that are never uploaded.
 const NOT_SHIPPED = new Set([".map", ".md"]);
