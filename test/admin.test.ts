@@ -1,7 +1,16 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { hashKey } from "../src/auth";
-import { chat, envelope, expectUnauthorized, gateway, gatewayWith, seedTenant, unique } from "./helpers";
+import {
+  chat,
+  envelope,
+  expectUnauthorized,
+  gateway,
+  gatewayWith,
+  seedTenant,
+  unique,
+  upstreamRequests,
+} from "./helpers";
 
 const ADMIN = { authorization: "Bearer test-admin-token", "content-type": "application/json" };
 
@@ -236,12 +245,25 @@ describe("admin models and groups", () => {
     );
   });
 
-  it('grants every model with "*"', async () => {
+  it('grants every model with "*", models added after the group too', async () => {
     const group = unique("group");
     expect(await (await adminCall("PUT", `/groups/${group}`, { models: ["*"] })).json()).toEqual({
       id: group,
       models: ["*"],
     });
+    const org = unique("org");
+    const created = await (
+      await adminCall("POST", "/keys", { org, user: "u", group })
+    ).json<{ id: string; key: string }>();
+    // Added to the catalog only now, after the group was written.
+    const model = unique("later-model");
+    expect((await adminCall("PUT", `/models/${model}`, { display_name: "Later" })).status).toBe(200);
+    const tenant = { key: created.key, model, org, user: "u", group, keyId: created.id };
+    expect((await chat(tenant)).status).toBe(200);
+    const listed = await gateway("/v1/models", { headers: { authorization: `Bearer ${created.key}` } });
+    expect(listed.status).toBe(200);
+    const ids = (await listed.json<{ data: Array<{ id: string }> }>()).data.map((m) => m.id);
+    expect(ids).toContain(model);
   });
 
   it("refuses to delete a model a group grants, or a group a key uses", async () => {
@@ -297,4 +319,49 @@ describe("admin orgs", () => {
       expect(await env.GATEWAY_KV.get(`org:${org}`)).toBeNull();
     });
   }
+});
+
+describe("admin writes take effect at the very next request in this isolate", () => {
+  /** A key of a fresh org, in a group granting a fresh model, all through the admin API. */
+  async function adminTenant(orgLimits: { requests_per_minute?: number } = { requests_per_minute: 100 }) {
+    const { model, group } = await catalog();
+    const org = unique("org");
+    expect((await adminCall("PUT", `/orgs/${org}`, orgLimits)).status).toBe(200);
+    const created = await (
+      await adminCall("POST", "/keys", { org, user: "u", group })
+    ).json<{ id: string; key: string }>();
+    return { key: created.key, model, org, user: "u", group, keyId: created.id };
+  }
+
+  it("a model's new upstream_model is what the very next request sends upstream", async () => {
+    const tenant = await adminTenant();
+    const before = unique("before");
+    // This request puts the model's record into the isolate's cache.
+    expect((await chat(tenant, {}, { "x-request-id": before })).status).toBe(200);
+    expect(JSON.parse((await upstreamRequests(before))[0]!.body).model).toBe(tenant.model);
+    const renamed = unique("upstream-name");
+    expect((await adminCall("PUT", `/models/${tenant.model}`, { upstream_model: renamed })).status).toBe(200);
+    const after = unique("after");
+    expect((await chat(tenant, {}, { "x-request-id": after })).status).toBe(200);
+    const sent = await upstreamRequests(after);
+    expect(sent).toHaveLength(1);
+    expect(JSON.parse(sent[0]!.body).model).toBe(renamed);
+  });
+
+  it("a group's removed grant refuses the very next request with 403 model_access_denied", async () => {
+    const tenant = await adminTenant();
+    // This request puts the group's record into the isolate's cache.
+    expect((await chat(tenant)).status).toBe(200);
+    expect((await adminCall("PUT", `/groups/${tenant.group}`, { models: [] })).status).toBe(200);
+    await expectTyped(await chat(tenant), 403, "model_access_denied", "model");
+  });
+
+  it("an org's lowered requests_per_minute limits the very next request with 429", async () => {
+    const tenant = await adminTenant({ requests_per_minute: 5 });
+    // These requests put the org's record into the isolate's cache, and use 2 of its minute.
+    expect((await chat(tenant)).status).toBe(200);
+    expect((await chat(tenant)).status).toBe(200);
+    expect((await adminCall("PUT", `/orgs/${tenant.org}`, { requests_per_minute: 2 })).status).toBe(200);
+    await expectTyped(await chat(tenant), 429, "rate_limit_exceeded");
+  });
 });

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { captureLogLines, chat, gateway, seedTenant, unique } from "./helpers";
 
 const FIELDS = [
@@ -81,5 +81,40 @@ describe("log line", () => {
     const [line] = linesFor(id);
     expect(line).toMatchObject({ status: 400, code: "invalid_body" });
     expect(JSON.stringify(line)).not.toContain("confidential");
+  });
+});
+
+describe("ttfb_ms", () => {
+  it("is at least the upstream's delay before a non-streaming body, and within duration_ms", async () => {
+    const tenant = await seedTenant();
+    const id = unique("ttfb");
+    const response = await chat(tenant, { mock: { delay_ms: 300 } }, { "x-request-id": id });
+    expect(response.status).toBe(200);
+    await response.text();
+    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1));
+    const [line] = linesFor(id);
+    expect(line!.ttfb_ms).toEqual(expect.any(Number));
+    expect(line!.ttfb_ms).toBeGreaterThanOrEqual(300);
+    expect(line!.ttfb_ms).toBeLessThanOrEqual(line!.duration_ms as number);
+  });
+
+  it("marks a stream's first event, not its end", async () => {
+    const tenant = await seedTenant();
+    const id = unique("ttfb-stream");
+    // The role chunk at once, then 3 content chunks, the stop chunk and [DONE], 100 ms apart: 500 ms.
+    const response = await chat(
+      tenant,
+      { stream: true, mock: { events: 3, interval_ms: 100 } },
+      { "x-request-id": id },
+    );
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1));
+    const [line] = linesFor(id);
+    expect(line).toMatchObject({ status: 200, stream_outcome: "complete" });
+    expect(line!.duration_ms).toBeGreaterThanOrEqual(400);
+    expect(line!.ttfb_ms).toEqual(expect.any(Number));
+    expect(line!.ttfb_ms).toBeLessThan(200);
   });
 });
