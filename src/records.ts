@@ -136,8 +136,9 @@ export function checkRecord<K extends RecordKind>(kind: K, value: unknown): Chec
 }
 
 /**
- * The record `kind:id`, checked, or null when there is none; from the isolate's cache when fresh.
- * Throws {@link InvalidRecord} when the stored value fails its schema.
+ * The record `kind:id`, checked, or null when there is none; from the isolate's cache when that is
+ * fresh, or (`fresh`) as KV holds it now. Throws {@link InvalidRecord} when the stored value fails
+ * its schema.
  *
  * @example
  * const org = await readRecord(env.GATEWAY_KV, "org", "acme");
@@ -146,8 +147,9 @@ export async function readRecord<K extends RecordKind>(
   kv: KVNamespace,
   kind: K,
   id: string,
+  fresh = false,
 ): Promise<RecordOf<K> | null> {
-  const found = await inspectRecord(kv, kind, id, false);
+  const found = await inspectRecord(kv, kind, id, fresh);
   if (found && !found.ok) throw new InvalidRecord(kind);
   return found && found.value;
 }
@@ -166,17 +168,6 @@ export function inspectRecord<K extends RecordKind>(
   // KV refuses keys over 512 bytes: no record can live under a longer one.
   if (!isStorableKey(key)) return Promise.resolve(null);
   return cachedRead(kv, key, (value) => checkRecord(kind, value), fresh);
-}
-
-/** The record as KV holds it now (past the isolate's cache); throws {@link InvalidRecord}. */
-export async function readFreshRecord<K extends RecordKind>(
-  kv: KVNamespace,
-  kind: K,
-  id: string,
-): Promise<RecordOf<K> | null> {
-  const found = await inspectRecord(kv, kind, id, true);
-  if (found && !found.ok) throw new InvalidRecord(kind);
-  return found && found.value;
 }
 
 /** Writes a record (already checked by the caller's schema) and drops this isolate's copy. */

@@ -1,20 +1,8 @@
 import { describe, expect, it, vi } from "vitest";
+import { LOG_FIELDS } from "./log-fields";
 import { captureLogLines, chat, gateway, seedTenant, unique } from "./helpers";
 
-const FIELDS = [
-  "request_id",
-  "route",
-  "status",
-  "code",
-  "org",
-  "user",
-  "key_id",
-  "model",
-  "upstream_status",
-  "stream_outcome",
-  "duration_ms",
-  "ttfb_ms",
-].sort();
+const FIELDS = [...LOG_FIELDS].sort();
 
 const linesFor = captureLogLines();
 

@@ -4,7 +4,7 @@ import {
   checkRecord,
   inspectRecord,
   listKeyEntries,
-  readFreshRecord,
+  readRecord,
   writeRecord,
   type ApiKeyRecord,
   type Listed,
@@ -86,8 +86,9 @@ export async function listKeys(kv: KVNamespace, org?: string): Promise<Array<Lis
  */
 export async function revokeKey(env: Env, id: string): Promise<ApiKeyRecord | null> {
   const kv = env.GATEWAY_KV;
-  const pointer = await readFreshRecord(kv, "keyid", id);
-  const record = pointer && (await readFreshRecord(kv, "key", pointer.hash));
+  // As KV holds them now: the isolate's copy may be up to 30 s old.
+  const pointer = await readRecord(kv, "keyid", id, true);
+  const record = pointer && (await readRecord(kv, "key", pointer.hash, true));
   if (!pointer || !record) return null;
   if (record.revoked_at) return record;
   await orgGate(env, record.org).revoke(record.id);
