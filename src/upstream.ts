@@ -110,7 +110,9 @@ async function forwardBody(
     if (body.byteLength === 0) throw new GatewayError("upstream_empty_body");
     return body;
   }
-  const reader = upstream.body!.getReader();
+  // A null-body status (204, 304) sent without a Content-Length has no body at all.
+  if (!upstream.body) throw new GatewayError("upstream_empty_body");
+  const reader = upstream.body.getReader();
   const first = await within(
     async () => {
       for (;;) {
