@@ -1,6 +1,9 @@
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
+// Set by Stryker's command runner for each mutant (`npm run mutate`).
+const mutant = process.env.__STRYKER_ACTIVE_MUTANT__;
+
 export default defineConfig({
   test: {
     // Every request writes a log line; show them only for failing tests.
@@ -22,6 +25,7 @@ export default defineConfig({
                 ADMIN_TOKEN: "test-admin-token",
                 UPSTREAM_TIMEOUT_MS: "1500",
                 STREAM_IDLE_TIMEOUT_MS: "1000",
+                ...(mutant ? { STRYKER_ACTIVE_MUTANT: mutant } : {}),
               },
             },
           })),
@@ -30,7 +34,7 @@ export default defineConfig({
           name: "worker",
           include: ["test/*.test.ts"],
           globalSetup: ["./test/global-setup.ts"],
-          setupFiles: ["./test/log-audit.ts"],
+          setupFiles: ["./test/log-audit.ts", ...(mutant ? ["./test/stryker-activation.ts"] : [])],
           testTimeout: 20_000,
         },
       },

@@ -1,0 +1,109 @@
+// `npm run mutate [-- FILE...] [-- --changed]`: mutation testing of src/ (Stryker) against the
+// worker tests, one source file at a time. Not in CI: a mutant costs a whole vitest run.
+//
+//   npm run mutate -- src/streaming/sse.ts     # one file (or several)
+//   npm run mutate -- --changed                # the src/ files this branch or the working tree changed
+//   npm run mutate                             # every file in TESTS: hours
+//
+// Stryker's vitest runner cannot reach code inside workerd (its mutants all "survive" with no test
+// run), so each mutant runs `vitest run --project worker --bail 1` over the test files that
+// exercise its module (Stryker's command runner); vitest.config.ts hands the active mutant to
+// workerd as a binding. Each file's report is written to reports/mutation/<file>.json and a score
+// table to reports/mutation/summary.json.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { Stryker } from "@stryker-mutator/core";
+
+/** The worker test files (without `test/` and `.test.ts`) that exercise each module. */
+const TESTS = {
+  "src/auth.ts": ["keys", "contract", "admin"],
+  "src/body.ts": ["contract", "hostile"],
+  "src/json-scan.ts": ["hostile", "contract"],
+  "src/schemas.ts": ["contract"],
+  "src/catalog.ts": ["models", "contract", "admin"],
+  "src/models.ts": ["models", "records"],
+  "src/records.ts": ["records", "admin", "keys"],
+  "src/kv.ts": ["records", "admin"],
+  "src/config.ts": ["records", "hostile"],
+  "src/admission.ts": ["rate-limit", "hardening", "contract"],
+  "src/org-gate.ts": ["rate-limit", "hardening"],
+  "src/errors.ts": ["contract"],
+  "src/routing.ts": ["contract"],
+  "src/log.ts": ["log"],
+  "src/request-log.ts": ["log"],
+  "src/upstream.ts": ["contract", "hostile"],
+  "src/streaming/sse.ts": ["sse", "properties", "stream"],
+  "src/streaming/stream.ts": ["stream", "responses-stream", "hostile"],
+  "src/streaming/dialects.ts": ["stream", "responses-stream", "hostile"],
+  "src/admin/index.ts": ["admin", "records"],
+  "src/admin/keys.ts": ["admin", "keys", "rate-limit"],
+  "src/admin/schemas.ts": ["admin"],
+};
+
+const git = (...args) => execFileSync("git", args, { encoding: "utf8" }).split("\n").filter(Boolean);
+
+/** The src/ files changed on this branch (against main) or in the working tree. */
+function changedFiles() {
+  const onBranch =
+    git("rev-parse", "--abbrev-ref", "HEAD")[0] === "main"
+      ? []
+      : git("diff", "--name-only", "main...HEAD", "--", "src");
+  return [...new Set([...onBranch, ...git("diff", "--name-only", "HEAD", "--", "src")])];
+}
+
+function filesToMutate(args) {
+  if (args.includes("--changed")) return changedFiles();
+  const named = args.filter((arg) => !arg.startsWith("--"));
+  return named.length ? named : Object.keys(TESTS);
+}
+
+/** Mutation score of one file's results, Stryker's way: detected / (detected + undetected). */
+function score(results) {
+  const count = (...statuses) => results.filter((r) => statuses.includes(r.status)).length;
+  const killed = count("Killed", "Timeout");
+  const survived = count("Survived", "NoCoverage");
+  return {
+    killed,
+    survived,
+    errors: count("RuntimeError", "CompileError"),
+    score: Math.round((1000 * killed) / (killed + survived || 1)) / 10,
+  };
+}
+
+const files = filesToMutate(process.argv.slice(2));
+const unknown = files.filter((file) => !TESTS[file]);
+if (unknown.length) {
+  console.error(`no test files known for ${unknown.join(", ")}: add them to TESTS in scripts/mutate.mjs`);
+  process.exit(2);
+}
+if (!files.length) {
+  console.log("nothing to mutate: no src/ file changed");
+  process.exit(0);
+}
+
+mkdirSync("reports/mutation", { recursive: true });
+const summaryPath = "reports/mutation/summary.json";
+/** @type {Record<string, ReturnType<typeof score>>} */
+let summary = {};
+try {
+  summary = JSON.parse(readFileSync(summaryPath, "utf8"));
+} catch {
+  // The first run.
+}
+for (const file of files) {
+  const tests = TESTS[file].map((name) => `test/${name}.test.ts`).join(" ");
+  const stryker = new Stryker({
+    testRunner: "command",
+    commandRunner: { command: `npx vitest run --project worker --bail 1 ${tests}` },
+    mutate: [file],
+    coverageAnalysis: "off",
+    // Each vitest run already keeps both cores of a small machine busy.
+    concurrency: 1,
+    timeoutMS: 120_000,
+    reporters: ["clear-text", "json"],
+    jsonReporter: { fileName: `reports/mutation/${file.replaceAll("/", "_")}.json` },
+  });
+  summary[file] = score(await stryker.runMutationTest());
+  writeFileSync(summaryPath, JSON.stringify(summary, null, 2) + "\n");
+}
+console.table(summary);
