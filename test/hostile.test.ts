@@ -142,6 +142,16 @@ describe("stream endings", () => {
     await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]));
   });
 
+  it("waits for the \\n of a [DONE] event's \\r\\n blank line that comes in a later read", async () => {
+    const tenant = await seedTenant();
+    // In 60-byte pieces 200 ms apart: the second ends at the \r of [DONE]'s blank line (past the
+    // driver's first 250 ms tick), and its \n comes 200 ms later, in the third.
+    const raw = `data: ${"x".repeat(97)}\n\n` + "data: [DONE]\r\n\r\n";
+    const mock = { raw_stream: raw, split: "bytes", chunk_size: 60, interval_ms: 200 };
+    const response = await chat(tenant, { stream: true, mock });
+    expect(await response.text()).toBe(raw);
+  });
+
   it("ends at data:[DONE] without the space", async () => {
     const tenant = await seedTenant();
     const response = await rawChat(tenant, CHUNK + "data:[DONE]\n\n", unique("done-nospace"));

@@ -52,11 +52,15 @@ export function streamResponse(
   const log = c.get("log");
   const { readable, writable } = new IdentityTransformStream();
   const writer = writable.getWriter();
+  /** When the terminal event went out. */
+  let finishedAt: number | undefined;
   // Nothing after the terminal event is forwarded, and no event longer than MAX_EVENT_BYTES is held.
   const framer = new SseFramer({
     onEvent: (event) => {
       dialect.observe(event);
-      return !dialect.finished;
+      if (!dialect.finished) return true;
+      finishedAt = Date.now();
+      return false;
     },
     maxEventBytes: config.maxEventBytes,
   });
@@ -89,11 +93,12 @@ export function streamResponse(
     const now = Date.now();
     // While a write is pending the driver waits on the client, not on the upstream.
     const silent = writesInFlight === 0 && now - quietSince >= config.streamIdleTimeoutMs;
-    if (dialect.finished || silent) {
-      // Done (only the `\n` of a split `\r\n` could still come) or silent too long: aborting the
-      // upstream request fails the pending read, which then ends the stream.
+    // Done, with only the `\n` of a split `\r\n` still to come: it gets a whole tick to arrive.
+    const done = finishedAt !== undefined && now - finishedAt >= TICK_MS;
+    if (done || silent) {
+      // Aborting the upstream request fails the pending read, which then ends the stream.
       abort.abort();
-    } else if (writesInFlight === 0 && now - lastWriteAt >= TICK_MS / 2) {
+    } else if (finishedAt === undefined && writesInFlight === 0 && now - lastWriteAt >= TICK_MS / 2) {
       // Half a tick: a write just before this tick must not push the next one a whole tick on.
       // A write in flight will tell of a departed client by itself.
       void write(KEEP_ALIVE);
