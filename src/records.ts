@@ -100,7 +100,6 @@ export type RecordOf<K extends RecordKind> = v.InferOutput<(typeof SCHEMAS)[K]>;
 export type ApiKeyRecord = RecordOf<"key">;
 export type ModelRecord = RecordOf<"model">;
 export type GroupRecord = RecordOf<"group">;
-export type OrgRecord = RecordOf<"org">;
 
 /** The KV key of a record: `<kind>:<id>`. Nothing else spells one. */
 export const recordKey = (kind: RecordKind, id: string) => `${kind}:${id}`;

@@ -96,6 +96,36 @@ export interface CountedOptions {
 
 const errorCode = (err: NodeJS.ErrnoException) => err.code ?? err.message;
 
+/**
+ * The one way a client request here ends: `settle` runs once, whether the response finished
+ * (the caller calls the returned function), the request failed, or `abortAfterMs` ran out.
+ */
+function settleOnce(
+  req: http.ClientRequest,
+  out: { error: string | null },
+  abortAfterMs: number | undefined,
+  settle: () => void,
+): () => void {
+  let settled = false;
+  const finish = () => {
+    if (settled) return;
+    settled = true;
+    settle();
+  };
+  if (abortAfterMs !== undefined) {
+    setTimeout(() => {
+      out.error ??= "client-aborted";
+      req.destroy();
+      finish();
+    }, abortAfterMs);
+  }
+  req.on("error", (err) => {
+    out.error ??= errorCode(err);
+    finish();
+  });
+  return finish;
+}
+
 /** One request on a fresh connection, collecting status, headers, bytes, reads and how it ended. */
 function rawRequest(
   url: string,
@@ -117,23 +147,9 @@ function rawRequest(
       agent: false,
       headers: { ...(payload !== undefined ? { "content-type": "application/json" } : {}), ...headers },
     });
-    let settled = false;
-    const finish = () => {
-      if (settled) return;
-      settled = true;
+    const finish = settleOnce(req, out, abortAfterMs, () => {
       out.bytes = Buffer.concat(chunks);
       resolve(out);
-    };
-    if (abortAfterMs !== undefined) {
-      setTimeout(() => {
-        out.error ??= "client-aborted";
-        req.destroy();
-        finish();
-      }, abortAfterMs);
-    }
-    req.on("error", (err) => {
-      out.error ??= errorCode(err);
-      finish();
     });
     req.on("response", (res) => {
       out.status = res.statusCode ?? null;
@@ -205,23 +221,7 @@ function countedRequest(
       agent: false,
       headers: { "content-type": "application/json" },
     });
-    let settled = false;
-    const finish = () => {
-      if (settled) return;
-      settled = true;
-      resolve(out);
-    };
-    if (abortAfterMs !== undefined) {
-      setTimeout(() => {
-        out.error ??= "client-aborted";
-        req.destroy();
-        finish();
-      }, abortAfterMs);
-    }
-    req.on("error", (err) => {
-      out.error ??= errorCode(err);
-      finish();
-    });
+    const finish = settleOnce(req, out, abortAfterMs, () => resolve(out));
     req.on("response", (res) => {
       out.status = res.statusCode ?? null;
       out.headers = res.headers;
