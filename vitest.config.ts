@@ -1,8 +1,8 @@
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
-// Set by Stryker's command runner for each mutant (`npm run mutate`).
-const mutant = process.env.__STRYKER_ACTIVE_MUTANT__;
+// Set by `npm run mutate`, whose runner (scripts/mutate-runner.mjs) provides each run's mutant.
+const mutating = Boolean(process.env.MUTATE_TEST_FILES);
 
 export default defineConfig({
   test: {
@@ -18,6 +18,7 @@ export default defineConfig({
             // each handled by the gateway) would bury the test output.
             verbose: false,
             miniflare: {
+              ...(mutating ? { compatibilityFlags: ["nodejs_compat"] } : {}),
               bindings: {
                 // The real local mock upstream that test/global-setup.ts starts.
                 UPSTREAM_BASE_URL: inject<string>("upstreamBaseUrl"),
@@ -25,7 +26,9 @@ export default defineConfig({
                 ADMIN_TOKEN: "test-admin-token",
                 UPSTREAM_TIMEOUT_MS: "1500",
                 STREAM_IDLE_TIMEOUT_MS: "1000",
-                ...(mutant ? { STRYKER_ACTIVE_MUTANT: mutant } : {}),
+                // Stryker's instrumented code finds the active mutant in process.env, which bindings
+                // populate under nodejs_compat, in the Worker's isolate and the tests' alike.
+                ...(mutating ? { __STRYKER_ACTIVE_MUTANT__: inject<string>("strykerActiveMutant") } : {}),
               },
             },
           })),
@@ -34,7 +37,7 @@ export default defineConfig({
           name: "worker",
           include: ["test/*.test.ts"],
           globalSetup: ["./test/global-setup.ts"],
-          setupFiles: ["./test/log-audit.ts", ...(mutant ? ["./test/stryker-activation.ts"] : [])],
+          setupFiles: ["./test/log-audit.ts"],
           testTimeout: 20_000,
         },
       },

@@ -6,10 +6,9 @@
 //   npm run mutate                             # every file in TESTS: hours
 //
 // Stryker's vitest runner cannot reach code inside workerd (its mutants all "survive" with no test
-// run), so each mutant runs `vitest run --project worker --bail 1` over the test files that
-// exercise its module (Stryker's command runner); vitest.config.ts hands the active mutant to
-// workerd as a binding. Each file's report is written to reports/mutation/<file>.json and a score
-// table to reports/mutation/summary.json.
+// run), so scripts/mutate-runner.mjs runs each mutant over the test files that exercise its module
+// in one long-lived vitest. Each file's report is written to reports/mutation/<file>.json and a
+// score table to reports/mutation/summary.json.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Stryker } from "@stryker-mutator/core";
@@ -27,7 +26,7 @@ const TESTS = {
   "src/config.ts": ["records", "hostile"],
   "src/admission.ts": ["rate-limit", "hardening", "contract"],
   "src/org-gate.ts": ["rate-limit", "hardening"],
-  "src/errors.ts": ["contract"],
+  "src/errors.ts": ["contract", "log", "records"],
   "src/routing.ts": ["contract"],
   "src/log.ts": ["log"],
   "src/request-log.ts": ["log"],
@@ -91,15 +90,17 @@ try {
   // The first run.
 }
 for (const file of files) {
-  const tests = TESTS[file].map((name) => `test/${name}.test.ts`).join(" ");
+  // Read by scripts/mutate-runner.mjs and vitest.config.ts in Stryker's runner process.
+  process.env.MUTATE_TEST_FILES = TESTS[file].map((name) => `test/${name}.test.ts`).join(" ");
   const stryker = new Stryker({
-    testRunner: "command",
-    commandRunner: { command: `npx vitest run --project worker --bail 1 ${tests}` },
+    plugins: ["./scripts/mutate-runner.mjs"],
+    testRunner: "workerd-vitest",
     mutate: [file],
     coverageAnalysis: "off",
     // Each vitest run already keeps both cores of a small machine busy.
     concurrency: 1,
-    timeoutMS: 120_000,
+    // Over the dry run's time, for a mutant that slows the tests rather than failing them.
+    timeoutMS: 30_000,
     reporters: ["clear-text", "json"],
     jsonReporter: { fileName: `reports/mutation/${file.replaceAll("/", "_")}.json` },
   });

@@ -4,6 +4,8 @@ import { startMockUpstream } from "./mock/server.mjs";
 declare module "vitest" {
   export interface ProvidedContext {
     upstreamBaseUrl: string;
+    /** The mutant under test, provided by scripts/mutate-runner.mjs for `npm run mutate` only. */
+    strykerActiveMutant: string;
   }
 }
 

@@ -1,7 +1,7 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import OpenAI from "openai";
-import { afterEach, beforeEach, expect, vi, type MockInstance } from "vitest";
+import { afterAll, beforeAll, expect, vi, type MockInstance } from "vitest";
 import { hashKey } from "../src/auth";
 import worker from "../src/index";
 import type { Env } from "../src/types";
@@ -230,15 +230,16 @@ export async function expectGatewayError(
 }
 
 /**
- * Captures the Worker's log lines during each test of the calling block; the returned function
- * gives the lines written for one request id.
+ * Captures the Worker's log lines during the calling block; the returned function gives the lines
+ * written for one request id. One spy for the whole block, so tests running concurrently (each
+ * with its own request ids) never restore it under each other.
  */
 export function captureLogLines(): (requestId: string) => Array<Record<string, unknown>> {
   let spy: MockInstance<typeof console.log>;
-  beforeEach(() => {
+  beforeAll(() => {
     spy = vi.spyOn(console, "log");
   });
-  afterEach(() => spy.mockRestore());
+  afterAll(() => spy.mockRestore());
   return (requestId) =>
     spy.mock.calls
       .map((args) => JSON.parse(String(args[0])) as Record<string, unknown>)
