@@ -74,7 +74,7 @@ class WorkerdVitestRunner {
     const outcome = await this.run("", Math.max(timeout, 300_000));
     if (outcome === "timeout") return { status: DryRunStatus.Timeout };
     if (outcome.failed.length || outcome.errors.length || !outcome.tests.length) {
-      const names = outcome.failed.map((test) => test.fullName);
+      const names = outcome.failed.map((test) => `${test.fullName}: ${test.result().errors?.[0]?.message}`);
       return {
         status: DryRunStatus.Error,
         errorMessage: [...names, ...outcome.errors].join("\n") || "no tests",

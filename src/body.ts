@@ -100,6 +100,8 @@ function describeIssue(issue: v.BaseIssue<unknown>, param: string | null): strin
   if (!param) return `Invalid body: ${issue.message}.`;
   // valibot reports a missing key with the enclosing object's message; say what is missing.
   if (issue.input === undefined) return `Missing required parameter '${param}'.`;
+  // A strict object's key it does not know: valibot's "Expected never" would puzzle an operator.
+  if (issue.type === "strict_object") return `Unknown parameter '${param}'.`;
   return `Invalid '${param}': ${issue.message}.`;
 }
 

@@ -162,28 +162,62 @@ describe("admin keys", () => {
     await expectTyped(await adminCall("DELETE", "/keys/key_nope"), 404, "not_found");
   });
 
-  const bad: Array<[string, unknown, string, string | null]> = [
-    ["an unknown group", { org: "o", user: "u", group: "no-such-group" }, "group_not_found", "group"],
-    ["a missing user", { org: "o", group: "g" }, "invalid_body", "user"],
-    ["an org id with spaces", { org: "a b", user: "u", group: "g" }, "invalid_body", "org"],
-    ["an unknown field", { org: "o", user: "u", group: "g", admin: true }, "invalid_body", "admin"],
+  // Each refusal's exact message: the operator reads it to fix the request.
+  const bad: Array<[string, unknown, string, string | null, string]> = [
+    [
+      "an unknown group",
+      { org: "o", user: "u", group: "no-such-group" },
+      "group_not_found",
+      "group",
+      "Group 'no-such-group' not found.",
+    ],
+    [
+      "a missing user",
+      { org: "o", group: "g" },
+      "invalid_body",
+      "user",
+      "Missing required parameter 'user'.",
+    ],
+    [
+      "an org id with spaces",
+      { org: "a b", user: "u", group: "g" },
+      "invalid_body",
+      "org",
+      "Invalid 'org': must be 1-128 letters, digits or ._@:+- starting with a letter or digit.",
+    ],
+    [
+      "an unknown field",
+      { org: "o", user: "u", group: "g", admin: true },
+      "invalid_body",
+      "admin",
+      "Unknown parameter 'admin'.",
+    ],
+    [
+      "a name that is not a string",
+      { org: "o", user: "u", group: "g", name: 7 },
+      "invalid_body",
+      "name",
+      "Invalid 'name': must be a string.",
+    ],
     [
       "a name over 200 bytes",
       { org: "o", user: "u", group: "g", name: "€".repeat(67) },
       "invalid_body",
       "name",
+      "Invalid 'name': must be at most 200 bytes.",
     ],
     [
       "a name with control characters",
       { org: "o", user: "u", group: "g", name: "a\u0001b" },
       "invalid_body",
       "name",
+      "Invalid 'name': must not contain control characters.",
     ],
   ];
-  for (const [what, body, code, param] of bad) {
+  for (const [what, body, code, param, message] of bad) {
     it(`refuses a key with ${what}, writing nothing`, async () => {
       const before = (await env.GATEWAY_KV.list({ prefix: "keyid:" })).keys.length;
-      await expectTyped(await adminCall("POST", "/keys", body), 400, code, param);
+      expect(await expectTyped(await adminCall("POST", "/keys", body), 400, code, param)).toBe(message);
       expect((await env.GATEWAY_KV.list({ prefix: "keyid:" })).keys.length).toBe(before);
     });
   }
@@ -307,15 +341,42 @@ describe("admin orgs", () => {
     expect((await chat(tenant)).status).toBe(429);
   });
 
-  for (const [what, body, param] of [
-    ["a negative limit", { requests_per_minute: -1 }, "requests_per_minute"],
-    ["a zero limit", { user_requests_per_minute: 0 }, "user_requests_per_minute"],
-    ["a fractional limit", { requests_per_minute: 1.5 }, "requests_per_minute"],
-    ["a string limit", { requests_per_minute: "10" }, "requests_per_minute"],
+  for (const [what, body, param, message] of [
+    [
+      "a negative limit",
+      { requests_per_minute: -1 },
+      "requests_per_minute",
+      "Invalid 'requests_per_minute': must be a positive integer.",
+    ],
+    [
+      "a zero limit",
+      { user_requests_per_minute: 0 },
+      "user_requests_per_minute",
+      "Invalid 'user_requests_per_minute': must be a positive integer.",
+    ],
+    [
+      "a fractional limit",
+      { requests_per_minute: 1.5 },
+      "requests_per_minute",
+      "Invalid 'requests_per_minute': must be a positive integer.",
+    ],
+    [
+      "a string limit",
+      { requests_per_minute: "10" },
+      "requests_per_minute",
+      "Invalid 'requests_per_minute': must be a positive integer.",
+    ],
+    [
+      "a limit over 10,000,000",
+      { requests_per_minute: 10_000_001 },
+      "requests_per_minute",
+      "Invalid 'requests_per_minute': must be at most 10000000.",
+    ],
   ] as const) {
     it(`refuses ${what}, writing nothing`, async () => {
       const org = unique("org");
-      await expectTyped(await adminCall("PUT", `/orgs/${org}`, body), 400, "invalid_body", param);
+      const response = await adminCall("PUT", `/orgs/${org}`, body);
+      expect(await expectTyped(response, 400, "invalid_body", param)).toBe(message);
       expect(await env.GATEWAY_KV.get(`org:${org}`)).toBeNull();
     });
   }
