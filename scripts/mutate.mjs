@@ -15,7 +15,7 @@ import { Stryker } from "@stryker-mutator/core";
 
 /** The worker test files (without `test/` and `.test.ts`) that exercise each module. */
 const TESTS = {
-  "src/auth.ts": ["keys", "contract", "admin"],
+  "src/auth.ts": ["keys", "contract", "admin", "records", "log"],
   "src/body.ts": ["contract", "hostile"],
   "src/json-scan.ts": ["hostile", "contract"],
   "src/schemas.ts": ["contract"],

@@ -391,7 +391,18 @@ describe("admin token", () => {
     });
   }
 
-  for (const token of [" padded", "trailing ", "tökén", "tab\there"]) {
+  it("takes the scheme in any case and any number of spaces before the token, and nothing else", async () => {
+    const call = (authorization: string) =>
+      gatewayWith({ ADMIN_TOKEN: "tok" }, "/admin/models", { headers: { authorization } });
+    for (const authorization of ["Bearer tok", "bearer tok", "BEARER   tok"]) {
+      expect((await call(authorization)).status).toBe(200);
+    }
+    for (const authorization of ["XBearer tok", "Bearertok", "Bearer", "Basic tok", "tok"]) {
+      await expectUnauthorized(await call(authorization));
+    }
+  });
+
+  for (const token of [" padded", "trailing ", "  both  ", "tökén", "tab\there", "x\u0001"]) {
     it(`refuses to run the admin API with a token no client can send: ${JSON.stringify(token)}`, async () => {
       const id = unique("admin-token");
       const response = await gatewayWith({ ADMIN_TOKEN: token }, "/admin/models", {
