@@ -19,7 +19,7 @@ const TESTS = {
   "src/body.ts": ["contract", "hostile"],
   "src/json-scan.ts": ["hostile", "contract"],
   "src/schemas.ts": ["contract"],
-  "src/catalog.ts": ["models", "contract", "admin"],
+  "src/catalog.ts": ["models", "contract", "admin", "records"],
   "src/models.ts": ["models", "records"],
   "src/records.ts": ["records", "admin", "keys"],
   "src/kv.ts": ["records", "admin"],

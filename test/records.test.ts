@@ -227,6 +227,23 @@ describe("group records", () => {
   });
 });
 
+describe("a key whose group record is gone", () => {
+  it("is granted no model: 403 on the model routes and an empty /v1/models", async () => {
+    const tenant = await seedTenant();
+    await env.GATEWAY_KV.delete(`group:${tenant.group}`);
+    const message = await expectGatewayError(
+      await chat(tenant),
+      403,
+      "permission_error",
+      "model_access_denied",
+      "model",
+    );
+    expect(message).toBe(`This API key may not use model '${tenant.model}'.`);
+    const models = await gateway("/v1/models", { headers: { authorization: `Bearer ${tenant.key}` } });
+    expect(await models.json()).toEqual({ object: "list", data: [] });
+  });
+});
+
 describe("model and key records", () => {
   it("refuses a model whose upstream_model is not a model id", async () => {
     const tenant = await seedTenant();
