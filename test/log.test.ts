@@ -51,6 +51,8 @@ describe("log line", () => {
     });
     const [line] = linesFor(id);
     expect(line).toMatchObject({ status: 401, code: "unauthorized", org: null, key_id: null });
+    // `error` is written for an internal error only: a refusal is not a fault.
+    expect(line).not.toHaveProperty("error");
     expect(JSON.stringify(line)).not.toContain(key);
   });
 
