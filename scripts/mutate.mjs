@@ -22,7 +22,7 @@ const TESTS = {
   "src/catalog.ts": ["models", "contract", "admin", "records"],
   "src/models.ts": ["models", "records"],
   "src/records.ts": ["records", "admin", "keys"],
-  "src/kv.ts": ["records", "admin"],
+  "src/kv.ts": ["cache", "records", "admin"],
   "src/config.ts": ["records", "hostile"],
   "src/admission.ts": ["rate-limit", "hardening", "contract"],
   "src/org-gate.ts": ["rate-limit", "hardening", "keys"],
