@@ -82,12 +82,16 @@ if (!files.length) {
 
 mkdirSync("reports/mutation", { recursive: true });
 const summaryPath = "reports/mutation/summary.json";
-/** @type {Record<string, ReturnType<typeof score>>} */
-let summary = {};
-try {
-  summary = JSON.parse(readFileSync(summaryPath, "utf8"));
-} catch {
-  // The first run.
+/**
+ * The scores so far, read afresh before each write: two runs over different files may share it.
+ * @returns {Record<string, ReturnType<typeof score>>}
+ */
+function readSummary() {
+  try {
+    return JSON.parse(readFileSync(summaryPath, "utf8"));
+  } catch {
+    return {}; // The first run.
+  }
 }
 for (const file of files) {
   // Read by scripts/mutate-runner.mjs and vitest.config.ts in Stryker's runner process.
@@ -104,7 +108,7 @@ for (const file of files) {
     reporters: ["clear-text", "json", "progress-append-only"],
     jsonReporter: { fileName: `reports/mutation/${file.replaceAll("/", "_")}.json` },
   });
-  summary[file] = score(await stryker.runMutationTest());
-  writeFileSync(summaryPath, JSON.stringify(summary, null, 2) + "\n");
+  const result = score(await stryker.runMutationTest());
+  writeFileSync(summaryPath, JSON.stringify({ ...readSummary(), [file]: result }, null, 2) + "\n");
 }
-console.table(summary);
+console.table(readSummary());
