@@ -150,6 +150,110 @@ describe("admin keys", () => {
     ]);
   });
 
+  it("mints keys of 40 and ids of 20 base62 characters, drawn from the whole alphabet", async () => {
+    const { group } = await catalog();
+    const org = unique("org");
+    const created = await Promise.all(
+      Array.from({ length: 20 }, async () =>
+        (await adminCall("POST", "/keys", { org, user: "u", group })).json<{ id: string; key: string }>(),
+      ),
+    );
+    for (const { id, key } of created) {
+      expect(key).toMatch(/^sk-gw-[0-9A-Za-z]{40}$/);
+      expect(id).toMatch(/^key_[0-9A-Za-z]{20}$/);
+    }
+    // 800 characters from 62: all but a handful appear, whatever the draw.
+    const seen = new Set(created.flatMap(({ key }) => [...key.slice("sk-gw-".length)]));
+    expect(seen.size).toBeGreaterThan(50);
+  });
+
+  it("keeps the key record as its KV entry's metadata, so a listing reads no record", async () => {
+    const { group } = await catalog();
+    const created = await (
+      await adminCall("POST", "/keys", { org: unique("org"), user: "u", group, name: "ci" })
+    ).json<{ key: string } & Record<string, unknown>>();
+    const { key, ...record } = created;
+    const hash = await hashKey(key);
+    const stored = await env.GATEWAY_KV.getWithMetadata(`key:${hash}`, "json");
+    expect(stored).toEqual({ value: record, metadata: record, cacheStatus: null });
+    await adminCall("DELETE", `/keys/${record.id}`);
+    const revoked = await env.GATEWAY_KV.getWithMetadata<Record<string, unknown>>(`key:${hash}`, "json");
+    expect(revoked.metadata).toEqual(revoked.value);
+    expect(revoked.value).toHaveProperty("revoked_at");
+  });
+
+  it("lists keys written by hand as KV holds them now, oldest first, a broken one first of all", async () => {
+    const org = unique("org");
+    const tenant = await seedTenant({ org });
+    const hashOf = async (id: string) =>
+      (await env.GATEWAY_KV.get<{ hash: string }>(`keyid:${id}`, "json"))!.hash;
+    // Hashes in the reverse order of their creation times: KV lists by name, the admin API by age.
+    const hand = (i: number) => ({
+      id: `key_hand${i}`,
+      org,
+      user: "u",
+      group: tenant.group,
+      created_at: `2020-01-0${i}T00:00:00.000Z`,
+    });
+    const prefix = `f${unique("hand")}`;
+    for (const i of [1, 2, 3]) await env.GATEWAY_KV.put(`key:${prefix}${4 - i}`, JSON.stringify(hand(i)));
+    const broken = `${"0".repeat(60)}${unique("x")}`;
+    await env.GATEWAY_KV.put(`key:${broken}`, "not json");
+    try {
+      // Cached by a request, then revoked by hand: the listing must show KV's record.
+      expect((await chat(tenant)).status).toBe(200);
+      const hash = await hashOf(tenant.keyId);
+      const record = (await env.GATEWAY_KV.get<Record<string, unknown>>(`key:${hash}`, "json"))!;
+      const revoked_at = "2030-01-01T00:00:00.000Z";
+      await env.GATEWAY_KV.put(`key:${hash}`, JSON.stringify({ ...record, revoked_at }));
+      const listed = await (
+        await adminCall("GET", `/keys?org=${org}`)
+      ).json<{ data: Array<{ id?: string; hash?: string; revoked_at?: string }> }>();
+      const mine = listed.data.filter(
+        (entry) => entry.id?.startsWith("key_hand") || entry.hash === broken || entry.id === tenant.keyId,
+      );
+      expect(mine.map((entry) => entry.id ?? entry.hash)).toEqual([
+        broken,
+        "key_hand1",
+        "key_hand2",
+        "key_hand3",
+        tenant.keyId,
+      ]);
+      expect(mine[0]).toEqual({ hash: broken, invalid: true, problem: "not valid JSON" });
+      expect(mine[4]).toMatchObject({ id: tenant.keyId, revoked_at });
+    } finally {
+      await env.GATEWAY_KV.delete(`key:${broken}`);
+    }
+  });
+
+  it("keeps a key's first revocation time: revoked twice, or revoked by hand in KV first", async () => {
+    const { group } = await catalog();
+    const org = unique("org");
+    const create = async () =>
+      (await adminCall("POST", "/keys", { org, user: "u", group })).json<{ id: string; key: string }>();
+    const twice = await create();
+    const first = await (await adminCall("DELETE", `/keys/${twice.id}`)).json<{ revoked_at: string }>();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(await (await adminCall("DELETE", `/keys/${twice.id}`)).json()).toMatchObject(first);
+
+    const byHand = await create();
+    const hash = await hashKey(byHand.key);
+    const tenant = { key: byHand.key, model: "", org, user: "u", group, keyId: byHand.id };
+    // The isolate caches the record on this request; KV then changes behind its back.
+    await chat(tenant);
+    const record = (await env.GATEWAY_KV.get<Record<string, unknown>>(`key:${hash}`, "json"))!;
+    const revoked_at = "2020-01-01T00:00:00.000Z";
+    await env.GATEWAY_KV.put(`key:${hash}`, JSON.stringify({ ...record, revoked_at }));
+    expect(await (await adminCall("DELETE", `/keys/${byHand.id}`)).json()).toMatchObject({ revoked_at });
+  });
+
+  it("answers 404 for revoking a key whose record is gone", async () => {
+    const tenant = await seedTenant();
+    const { hash } = (await env.GATEWAY_KV.get<{ hash: string }>(`keyid:${tenant.keyId}`, "json"))!;
+    await env.GATEWAY_KV.delete(`key:${hash}`);
+    await expectTyped(await adminCall("DELETE", `/keys/${tenant.keyId}`), 404, "not_found");
+  });
+
   it("answers 404, not 500, for a key id too long to exist", async () => {
     await expectTyped(await adminCall("DELETE", `/keys/${"k".repeat(600)}`), 404, "not_found");
   });
