@@ -89,13 +89,14 @@ async function flush(env: Env, retentionDays: number) {
   flushScheduled = false;
   await Promise.all(
     [...batch].map(([org, rows]) =>
-      orgGate(env, org)
-        .recordUsage([...rows.values()], retentionDays)
-        .catch((err: unknown) => {
+      // Async, so that a failure of any kind (a binding that throws at once too) lands in the catch.
+      (async () => orgGate(env, org).recordUsage([...rows.values()], retentionDays))().catch(
+        (err: unknown) => {
           const error = err instanceof Error ? err.name : typeof err;
           // Not a request's line (log.ts): this one speaks for every request in the batch.
           console.error(JSON.stringify({ message: "usage write failed", org, rows: rows.size, error }));
-        }),
+        },
+      ),
     ),
   );
 }

@@ -18,8 +18,12 @@ import {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
+// The caller asks for the usage chunk, so the upstream streams exactly the reference and every cut
+// falls on the same bytes (usage.test.ts has the streams of callers who do not ask).
+const USAGE_ASKED = { stream_options: { include_usage: true } };
+
 async function streamChat(tenant: Tenant, mock: Record<string, unknown>, requestId = unique("stream")) {
-  return chat(tenant, { stream: true, mock }, { "x-request-id": requestId });
+  return chat(tenant, { stream: true, ...USAGE_ASKED, mock }, { "x-request-id": requestId });
 }
 
 describe("fault sweep", () => {
@@ -33,6 +37,7 @@ describe("fault sweep", () => {
         model: tenant.model,
         messages: [{ role: "user", content: "hi" }],
         stream: true,
+        ...USAGE_ASKED,
         mock,
       });
       const bytes = encoder.encode(stream);
