@@ -84,4 +84,9 @@ export class AdminClient {
   putOrg(id, limits) {
     return this.call("PUT", `/orgs/${encodeURIComponent(id)}`, limits);
   }
+  /** The org's usage report; `query` may hold `from`, `to` and `group_by`. */
+  usage(org, query = {}) {
+    const search = new URLSearchParams(query).toString();
+    return this.call("GET", `/orgs/${encodeURIComponent(org)}/usage${search ? `?${search}` : ""}`);
+  }
 }

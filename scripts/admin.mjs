@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `npm run admin -- <command>`: manage the gateway's keys, models, groups and org limits.
+// `npm run admin -- <command>`: manage the gateway's keys, models, groups and org limits, and read
+// an org's usage.
 import { parseArgs } from "node:util";
 import { AdminClient, AdminError } from "./admin-client.mjs";
 
@@ -13,6 +14,8 @@ Keys
 Models
   models list
   models put ID [--display-name TEXT] [--upstream-model ID]
+             [--input-price X --output-price X [--cached-input-price X]]
+                                    prices in US dollars per million tokens
   models delete ID
 Groups
   groups list
@@ -21,6 +24,10 @@ Groups
 Orgs
   orgs get ID
   orgs put ID [--rpm N] [--user-rpm N]
+Usage
+  usage ORG [--from ISO] [--to ISO] [--by model,user,key,day,hour]
+                                    tokens and cost per group, with totals (default: this
+                                    month by model)
 
 Options
   --json        print the API's JSON instead of a table
@@ -41,6 +48,12 @@ const OPTIONS = {
   "upstream-model": { type: "string" },
   rpm: { type: "string" },
   "user-rpm": { type: "string" },
+  "input-price": { type: "string" },
+  "output-price": { type: "string" },
+  "cached-input-price": { type: "string" },
+  from: { type: "string" },
+  to: { type: "string" },
+  by: { type: "string" },
   json: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 };
@@ -67,6 +80,25 @@ function argument(positionals, index, what) {
 const numberOrText = (text) =>
   text === undefined ? undefined : text.trim() !== "" && Number.isFinite(Number(text)) ? Number(text) : text;
 
+/** The `pricing` of `models put`, when any price is given; the API says what is missing. */
+function pricing(values) {
+  const prices = defined({
+    input_per_mtok: numberOrText(values["input-price"]),
+    output_per_mtok: numberOrText(values["output-price"]),
+    cached_input_per_mtok: numberOrText(values["cached-input-price"]),
+  });
+  return Object.keys(prices).length ? prices : undefined;
+}
+
+/** A model as a table row: its pricing flattened into columns. */
+const modelRow = ({ pricing: prices, ...model }) => ({ ...model, ...prices });
+
+/** The report's rows as a table, the total last in the first group's column. */
+function usageRows(report) {
+  const [first] = report.group_by.map((name) => (name === "key" ? "key_id" : name));
+  return [...report.data, { [first]: "total", ...report.total }];
+}
+
 /** Each command: what to call, and how to show the answer as rows. */
 const COMMANDS = {
   "keys create": (admin, values) =>
@@ -84,14 +116,19 @@ const COMMANDS = {
     admin.listKeys(values.org).then((list) => ({ json: list, rows: list.data })),
   "keys revoke": (admin, _, args) =>
     admin.revokeKey(argument(args, 0, "KEY_ID")).then((key) => ({ json: key, rows: [key] })),
-  "models list": (admin) => admin.listModels().then((list) => ({ json: list, rows: list.data })),
+  "models list": (admin) =>
+    admin.listModels().then((list) => ({ json: list, rows: list.data.map(modelRow) })),
   "models put": (admin, values, args) =>
     admin
       .putModel(
         argument(args, 0, "ID"),
-        defined({ display_name: values["display-name"], upstream_model: values["upstream-model"] }),
+        defined({
+          display_name: values["display-name"],
+          upstream_model: values["upstream-model"],
+          pricing: pricing(values),
+        }),
       )
-      .then((model) => ({ json: model, rows: [model] })),
+      .then((model) => ({ json: model, rows: [modelRow(model)] })),
   "models delete": (admin, _, args) =>
     admin.deleteModel(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
   "groups list": (admin) =>
@@ -121,6 +158,14 @@ const COMMANDS = {
         }),
       )
       .then((org) => ({ json: org, rows: [org] })),
+  usage: (admin, values, args) =>
+    admin
+      .usage(argument(args, 0, "ORG"), defined({ from: values.from, to: values.to, group_by: values.by }))
+      .then((report) => ({
+        json: report,
+        rows: usageRows(report),
+        note: `${report.org}, from ${report.from} to ${report.to}`,
+      })),
 };
 
 async function main(argv) {
@@ -134,12 +179,14 @@ async function main(argv) {
     console.log(HELP);
     return 0;
   }
-  const command = COMMANDS[positionals.slice(0, 2).join(" ")];
+  // `usage` is a one-word command; the others are a noun and a verb.
+  const words = positionals[0] === "usage" ? 1 : 2;
+  const command = COMMANDS[positionals.slice(0, words).join(" ")];
   if (!command) throw new UsageError(`unknown command '${positionals.slice(0, 2).join(" ")}'`);
   const token = process.env.ADMIN_TOKEN;
   if (!token) throw new UsageError("ADMIN_TOKEN is not set");
   const admin = new AdminClient(process.env.GATEWAY_URL ?? "http://localhost:8787", token);
-  const { json, rows, note } = await command(admin, values, positionals.slice(2));
+  const { json, rows, note } = await command(admin, values, positionals.slice(words));
   if (values.json) {
     console.log(JSON.stringify(json, null, 2));
   } else {

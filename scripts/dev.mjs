@@ -15,8 +15,16 @@ const adminToken = process.env.ADMIN_TOKEN ?? `adm-dev-${randomBytes(16).toStrin
 /** The demo tenant, written the way an operator would: through the admin API. */
 async function seedDemo(url) {
   const admin = new AdminClient(url, adminToken);
-  await admin.putModel("gpt-4o-mini", { display_name: "GPT-4o mini (mock upstream)" });
-  await admin.putModel("demo-alias", { display_name: "Renamed upstream", upstream_model: "mock-model" });
+  // Priced, so that `npm run admin -- usage demo` shows a cost after a request or two.
+  await admin.putModel("gpt-4o-mini", {
+    display_name: "GPT-4o mini (mock upstream)",
+    pricing: { input_per_mtok: 0.15, output_per_mtok: 0.6, cached_input_per_mtok: 0.075 },
+  });
+  await admin.putModel("demo-alias", {
+    display_name: "Renamed upstream",
+    upstream_model: "mock-model",
+    pricing: { input_per_mtok: 2.5, output_per_mtok: 10 },
+  });
   await admin.putGroup("demo", ["*"]);
   await admin.putOrg("demo", { requests_per_minute: 600, user_requests_per_minute: 120 });
   const { key } = await admin.createKey({ org: "demo", user: "dev", group: "demo", name: "npm run dev" });
@@ -36,6 +44,7 @@ function announce(url, upstream, key) {
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
 
   GATEWAY_URL=${url} ADMIN_TOKEN=${adminToken} npm run admin -- keys list
+  GATEWAY_URL=${url} ADMIN_TOKEN=${adminToken} npm run admin -- usage demo --by model,hour
 `);
 }
 

@@ -3,7 +3,7 @@ import { bodyLimit } from "hono/body-limit";
 import * as v from "valibot";
 import { readConfig } from "./config";
 import { GatewayError } from "./errors";
-import { topLevelKeys } from "./json-scan";
+import { topLevelKeys, type KeyPlace } from "./json-scan";
 import type { BodySchema } from "./schemas";
 import type { AppEnv, GatewayBody } from "./types";
 
@@ -105,7 +105,14 @@ function describeIssue(issue: v.BaseIssue<unknown>, param: string | null): strin
   return `Invalid '${param}': ${issue.message}.`;
 }
 
-function check<S extends v.GenericSchema>(schema: S, value: unknown): v.InferOutput<S> {
+/**
+ * Checks `value` (a parsed body, or a query's parameters) against `schema`: the first failing field
+ * becomes a 400 `invalid_body` naming it in `param`.
+ *
+ * @example
+ * const query = checkFields(usageQuery, c.req.query());
+ */
+export function checkFields<S extends v.GenericSchema>(schema: S, value: unknown): v.InferOutput<S> {
   const result = v.safeParse(schema, value, { abortEarly: true });
   if (result.success) return result.output;
   const issue = result.issues[0];
@@ -121,21 +128,34 @@ function check<S extends v.GenericSchema>(schema: S, value: unknown): v.InferOut
  * const limits = parseBody(orgLimitsBody, await readBody(c, 64 * 1024));
  */
 export function parseBody<S extends v.GenericSchema>(schema: S, raw: ArrayBuffer): v.InferOutput<S> {
-  return check(schema, parseJsonObject(decode(raw)));
+  return checkFields(schema, parseJsonObject(decode(raw)));
+}
+
+/** Text `[start, end)` of a body to be replaced by `text` (an insertion when `start === end`). */
+export interface Edit {
+  start: number;
+  end: number;
+  text: string;
 }
 
 /**
- * The caller's body with its model replaced by `model`: the caller's own text, with only the
- * model's string value rewritten, so every other byte (key order, `__proto__` keys, numbers beyond
- * 2^53, `1.0`) reaches the upstream as sent.
+ * The caller's body with `edits` made (a renamed model, a stream's usage asked for): the caller's
+ * own text, with only those values rewritten, so every other byte (key order, `__proto__` keys,
+ * numbers beyond 2^53, `1.0`) reaches the upstream as sent. Edits must not overlap.
  */
-export function withModel(text: string, start: number, end: number, model: string): Uint8Array {
-  return new TextEncoder().encode(text.slice(0, start) + JSON.stringify(model) + text.slice(end));
+export function withEdits(text: string, edits: Edit[]): Uint8Array {
+  let out = "";
+  let from = 0;
+  for (const edit of [...edits].sort((a, b) => a.start - b.start)) {
+    out += text.slice(from, edit.start) + edit.text;
+    from = edit.end;
+  }
+  return new TextEncoder().encode(out + text.slice(from));
 }
 
 /**
  * Reads the body, parses it as a JSON object and checks it against `schema`, leaving the parsed
- * body, the original bytes and where the model's value lies for the next steps. A key the schema
+ * body, the original bytes and where the values of the keys it interprets lie for the next steps. A key the schema
  * interprets may appear only once at the top level: with two `model` keys the gateway would check
  * one while an upstream's parser might use the other.
  */
@@ -144,21 +164,19 @@ export function jsonBody(schema: BodySchema): MiddlewareHandler<AppEnv> {
   return async function jsonBody(c, next) {
     const raw = await readBody(c);
     const text = decode(raw);
-    const body: GatewayBody = check(schema, parseJsonObject(text));
-    const seen = new Set<string>();
-    let model = { start: 0, end: 0 };
+    const body: GatewayBody = checkFields(schema, parseJsonObject(text));
+    const places = new Map<string, KeyPlace>();
     for (const place of topLevelKeys(text, interpreted)) {
-      if (seen.has(place.key)) {
+      if (places.has(place.key)) {
         throw new GatewayError("invalid_body", `Invalid body: '${place.key}' appears more than once.`, {
           param: place.key,
         });
       }
-      seen.add(place.key);
-      if (place.key === "model") model = place;
+      places.set(place.key, place);
     }
     c.set("rawBody", raw);
     c.set("bodyText", text);
-    c.set("modelPlace", model);
+    c.set("places", places);
     c.set("body", body);
     await next();
   };

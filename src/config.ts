@@ -12,6 +12,7 @@ export interface Config {
   streamIdleTimeoutMs: number;
   bodyTimeoutMs: number;
   maxEventBytes: number;
+  usageRetentionDays: number;
 }
 
 /** A var that cannot be used. The Worker serves nothing until it is fixed: no silent default. */
@@ -86,6 +87,7 @@ function parse(env: Env): Config {
     streamIdleTimeoutMs: positiveInt(env, "STREAM_IDLE_TIMEOUT_MS", 60_000),
     bodyTimeoutMs: positiveInt(env, "BODY_TIMEOUT_MS", 30_000),
     maxEventBytes: positiveInt(env, "MAX_EVENT_BYTES", 16 * 1024 * 1024),
+    usageRetentionDays: positiveInt(env, "USAGE_RETENTION_DAYS", 90),
   };
 }
 

@@ -9,9 +9,9 @@ import { GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
 import { listModels } from "./models";
 import { admitRequest, refuseRevoked, revokedFirst } from "./admission";
+import { meterUsage } from "./metering";
 import { methodNotAllowed } from "./routing";
-import { chatCompletionBody, responsesBody, type BodySchema } from "./schemas";
-import { chatDialect, responsesDialect, type StreamDialect } from "./streaming/dialects";
+import { CHAT, RESPONSES, type ModelApi } from "./apis";
 import { proxy } from "./upstream";
 import type { AppEnv } from "./types";
 
@@ -23,21 +23,23 @@ app.use(requestId(), accessLog(), requireConfig());
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 
-// The pipeline, in contract order: auth, body, model, access, admission (limits), upstream. Both model
-// routes run it; they differ only in their body schema, upstream path and stream conventions.
-const pipeline = (schema: BodySchema, path: string, dialect: () => StreamDialect) =>
+// The pipeline, in contract order: auth, body, model, access, admission (limits), metering, upstream.
+// Both model routes run it; they differ only in their API (apis.ts): body schema, upstream path,
+// stream conventions and where usage is reported.
+const pipeline = (api: ModelApi) =>
   [
     apiKeyAuth(),
     revokedFirst(),
-    jsonBody(schema),
+    jsonBody(api.schema),
     resolveModel(),
     checkAccess(),
     admitRequest(),
-    proxy(path, dialect),
+    meterUsage(),
+    proxy(api),
   ] as const;
 
-app.post("/v1/chat/completions", ...pipeline(chatCompletionBody, "/chat/completions", chatDialect));
-app.post("/v1/responses", ...pipeline(responsesBody, "/responses", responsesDialect));
+app.post("/v1/chat/completions", ...pipeline(CHAT));
+app.post("/v1/responses", ...pipeline(RESPONSES));
 app.get("/v1/models", apiKeyAuth(), refuseRevoked(), listModels);
 
 app.route("/admin", admin);

@@ -76,3 +76,31 @@ export function topLevelKeys(text: string, wanted: ReadonlySet<string>): KeyPlac
   }
   return found;
 }
+
+/**
+ * The offset just past the value that starts at `start` in valid JSON `text`: a string, an object
+ * or an array (brackets counted, strings skipped), or a literal or number (up to the next
+ * delimiter).
+ *
+ * @example
+ * valueEnd('{"a":{"b":[1]},"c":2}', 5); // 14
+ */
+export function valueEnd(text: string, start: number): number {
+  const first = text.charCodeAt(start);
+  if (first === 0x22) return stringEnd(text, start);
+  if (first !== 0x7b && first !== 0x5b) {
+    DELIMITER.lastIndex = start;
+    return DELIMITER.exec(text) ? DELIMITER.lastIndex - 1 : text.length;
+  }
+  let depth = 0;
+  STRUCTURE.lastIndex = start;
+  for (let match = STRUCTURE.exec(text); match; match = STRUCTURE.exec(text)) {
+    const at = match.index;
+    const char = text.charCodeAt(at);
+    if (char === 0x22) STRUCTURE.lastIndex = stringEnd(text, at);
+    else if ((depth += char === 0x7b || char === 0x5b ? 1 : -1) === 0) return at + 1;
+  }
+  return text.length;
+}
+
+const DELIMITER = /[,}\] \t\n\r]/g;

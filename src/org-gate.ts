@@ -1,4 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
+import { UsageLedger, type ReportRow, type UsageQuery, type UsageRow } from "./usage-ledger";
 
 const WINDOW_MS = 60_000;
 // Long after KV has propagated a revocation everywhere and every isolate cache has expired.
@@ -35,6 +36,9 @@ const STORAGE_BATCH = 128;
  * Because every such request asks this object first, it also holds the org's recent key
  * revocations: a revoked key stops here at once, everywhere, while KV and the isolates' caches
  * catch up.
+ *
+ * It also keeps the org's usage (tokens and cost per hour, key, user and model) in its SQLite
+ * storage: see usage-ledger.ts.
  */
 export class OrgGate extends DurableObject {
   private readonly logs = new Map<string, number[]>();
@@ -46,9 +50,11 @@ export class OrgGate extends DurableObject {
   private unsaved: Record<string, string> = {};
   private saving = false;
   private lastSweep = 0;
+  private readonly usage: UsageLedger;
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
+    this.usage = new UsageLedger(ctx.storage);
     ctx.blockConcurrencyWhile(async () => {
       const now = Date.now();
       const stale: string[] = [];
@@ -149,6 +155,16 @@ export class OrgGate extends DurableObject {
   /** Whether `keyId` has been revoked (for routes that count nothing). */
   isRevoked(keyId: string): boolean {
     return this.revoked.has(keyId);
+  }
+
+  /** Adds a batch of metered usage (see metering.ts); drops hours older than `retentionDays`. */
+  recordUsage(rows: UsageRow[], retentionDays: number): void {
+    this.usage.record(rows, retentionDays);
+  }
+
+  /** The org's usage over `query`'s hours, summed per group. */
+  usageReport(query: UsageQuery, retentionDays: number): ReportRow[] {
+    return this.usage.report(query, retentionDays);
   }
 
   /** Refuses `keyId` from now on; durable before it returns. */

@@ -64,12 +64,31 @@ export const keyIdRecord = v.strictObject({
   hash: v.pipe(v.string("must be a string"), v.regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits")),
 });
 
+// Dollars per million tokens. Bounded so that a request's cost in whole nano-dollars stays an exact
+// integer (usage.ts): tokens are at most 1e9, 1e9 x 10,000 x 1,000 < 2^53.
+const pricePerMtok = v.pipe(
+  v.number("must be a number"),
+  v.minValue(0, "must be a number from 0 to 10000"),
+  v.maxValue(10_000, "must be a number from 0 to 10000"),
+);
+
+/** A model's prices in US dollars per million tokens; cached input costs the input price unless set. */
+export const pricingRecord = v.strictObject(
+  {
+    input_per_mtok: pricePerMtok,
+    output_per_mtok: pricePerMtok,
+    cached_input_per_mtok: v.optional(pricePerMtok),
+  },
+  "must be an object",
+);
+
 /** `model:<id>`: a catalog model; `{}` is a valid one. */
 export const modelRecord = v.strictObject({
   display_name: v.optional(
     v.pipe(v.string("must be a string"), v.maxLength(200, "must be at most 200 characters")),
   ),
   upstream_model: v.optional(modelId),
+  pricing: v.optional(pricingRecord),
 });
 
 /** `group:<id>`: the models a group grants; `"*"` grants every model. */
@@ -100,6 +119,7 @@ export type RecordOf<K extends RecordKind> = v.InferOutput<(typeof SCHEMAS)[K]>;
 export type ApiKeyRecord = RecordOf<"key">;
 export type ModelRecord = RecordOf<"model">;
 export type GroupRecord = RecordOf<"group">;
+export type Pricing = v.InferOutput<typeof pricingRecord>;
 
 /** The KV key of a record: `<kind>:<id>`. Nothing else spells one. */
 export const recordKey = (kind: RecordKind, id: string) => `${kind}:${id}`;

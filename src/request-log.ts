@@ -14,6 +14,12 @@ export interface LogFields {
   stream_outcome: StreamOutcome | null;
   duration_ms: number;
   ttfb_ms: number | null;
+  /** The metered usage of an answered request (see usage.ts); null where no upstream answered 2xx. */
+  input_tokens: number | null;
+  output_tokens: number | null;
+  cached_tokens: number | null;
+  cost_usd: number | null;
+  usage_estimated: boolean | null;
   /** For an internal error only: the name of what was thrown. */
   error?: string;
 }
@@ -22,7 +28,10 @@ export interface LogFields {
 export class RequestLog {
   readonly fields: LogFields;
   readonly #started = performance.now();
-  #streamDone: Promise<unknown> | undefined;
+  #streaming = false;
+  #endedAt: number | undefined;
+  /** What the line waits for: a streaming body's end, the metering of the answer. */
+  #pending: Promise<unknown> | undefined;
 
   constructor(requestId: string) {
     this.fields = {
@@ -38,6 +47,11 @@ export class RequestLog {
       stream_outcome: null,
       duration_ms: 0,
       ttfb_ms: null,
+      input_tokens: null,
+      output_tokens: null,
+      cached_tokens: null,
+      cost_usd: null,
+      usage_estimated: null,
     };
   }
 
@@ -51,17 +65,33 @@ export class RequestLog {
     this.fields.ttfb_ms ??= this.elapsed();
   }
 
-  /** Holds the line back until a streaming body has ended. */
-  waitFor(streamDone: Promise<unknown>): void {
-    this.#streamDone = streamDone;
+  /** The request has ended: its answer (for a stream, its last byte) has gone. */
+  end(): void {
+    this.#endedAt ??= this.elapsed();
   }
 
-  get streamDone(): Promise<unknown> | undefined {
-    return this.#streamDone;
+  /** The response is a stream, which ends when `done` settles: the line waits for it. */
+  streamUntil(done: Promise<unknown>): void {
+    this.#streaming = true;
+    this.#pending = done.then(() => this.end());
+  }
+
+  get streaming(): boolean {
+    return this.#streaming;
+  }
+
+  /** Holds the line back until `task` has run, after anything it already waits for. */
+  after(task: () => unknown): void {
+    this.#pending = (this.#pending ?? Promise.resolve()).then(task);
+  }
+
+  /** What the line waits for, if anything. */
+  get pending(): Promise<unknown> | undefined {
+    return this.#pending;
   }
 
   write(): void {
-    this.fields.duration_ms = this.elapsed();
+    this.fields.duration_ms = this.#endedAt ?? this.elapsed();
     console.log(JSON.stringify(this.fields));
   }
 }

@@ -1,4 +1,6 @@
 import type { RequestIdVariables } from "hono/request-id";
+import type { KeyPlace } from "./json-scan";
+import type { UsageSource } from "./metering";
 import type { OrgGate } from "./org-gate";
 import type { RequestLog } from "./request-log";
 import type { ApiKeyRecord, ModelRecord } from "./records";
@@ -15,6 +17,7 @@ export interface Env {
   STREAM_IDLE_TIMEOUT_MS?: string;
   BODY_TIMEOUT_MS?: string;
   MAX_EVENT_BYTES?: string;
+  USAGE_RETENTION_DAYS?: string;
   UPSTREAM_API_KEY?: string;
   ADMIN_TOKEN?: string;
 }
@@ -35,10 +38,12 @@ export interface Variables extends RequestIdVariables {
   body: GatewayBody;
   /** The body exactly as the caller sent it, forwarded when nothing is renamed. */
   rawBody: ArrayBuffer;
-  /** The body decoded, and where the model's string value lies in it (for a rename). */
+  /** The body decoded, and where the values of the keys the gateway interprets lie in it. */
   bodyText: string;
-  modelPlace: { start: number; end: number };
+  places: ReadonlyMap<string, KeyPlace>;
   model: ModelRecord;
+  /** Where a 2xx answer's usage will be found once it has gone (metering.ts). */
+  usageSource: UsageSource | undefined;
 }
 
 export type AppEnv = { Bindings: Env; Variables: Variables };

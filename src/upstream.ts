@@ -1,20 +1,28 @@
 import type { Context, MiddlewareHandler } from "hono";
+import type { ModelApi } from "./apis";
 import { readConfig, type Config } from "./config";
-import { withModel } from "./body";
+import { withEdits, type Edit } from "./body";
 import { GatewayError } from "./errors";
+import { BodyUsage } from "./metering";
 import { streamResponse } from "./streaming/stream";
-import type { StreamDialect } from "./streaming/dialects";
 import type { AppEnv } from "./types";
 
 /** The only upstream response headers a caller sees; cookies and hop-by-hop headers never pass. */
 const PASSED_HEADERS = ["content-type", "retry-after"] as const;
 
-/** The body to send: the caller's own bytes, with only the model's value changed when the catalog renames it. */
-function upstreamBody(c: Context<AppEnv>): BodyInit {
+/**
+ * The body to send: the caller's own bytes, with only the model's value changed when the catalog
+ * renames it, and what the API changes (a chat stream's usage asked for).
+ */
+function upstreamBody(c: Context<AppEnv>, api: ModelApi): BodyInit {
+  const body = c.get("body");
+  const text = c.get("bodyText");
+  const places = c.get("places");
+  const edits: Edit[] = api.edits(body, text, places);
   const rename = c.get("model").upstream_model;
-  if (!rename || rename === c.get("body").model) return c.get("rawBody");
-  const { start, end } = c.get("modelPlace");
-  return withModel(c.get("bodyText"), start, end, rename);
+  const model = places.get("model");
+  if (rename && rename !== body.model && model) edits.push({ ...model, text: JSON.stringify(rename) });
+  return edits.length ? withEdits(text, edits) : c.get("rawBody");
 }
 
 /** Only these request headers reach the upstream: never the caller's credentials or cookies. */
@@ -104,10 +112,12 @@ async function forwardBody(
   upstream: Response,
   abort: AbortController,
   idleMs: number,
+  usage: BodyUsage,
 ): Promise<ArrayBuffer | ReadableStream> {
   if (readsWhole(upstream)) {
     const body = await within(() => upstream.arrayBuffer(), abort, idleMs);
     if (body.byteLength === 0) throw new GatewayError("upstream_empty_body");
+    usage.keep(new Uint8Array(body));
     return body;
   }
   // A null-body status (204, 304) sent without a Content-Length has no body at all.
@@ -127,10 +137,12 @@ async function forwardBody(
   const { readable, writable } = new IdentityTransformStream();
   const writer = writable.getWriter();
   (async () => {
+    usage.keep(first.value);
     await writer.write(first.value);
     for (;;) {
       const chunk = await within(() => reader.read(), abort, idleMs);
       if (chunk.done) break;
+      usage.keep(chunk.value);
       await writer.write(chunk.value);
     }
     await writer.close();
@@ -152,16 +164,17 @@ const isEventStream = (response: Response) =>
   response.headers.get("content-type")?.toLowerCase().startsWith("text/event-stream") ?? false;
 
 /**
- * The upstream step: forwards the request to `UPSTREAM_BASE_URL` + `path` and returns the upstream's answer
- * under the contract: non-2xx bodies verbatim, empty bodies as 502, streams event by event.
+ * The upstream step: forwards the request to `UPSTREAM_BASE_URL` + the API's path and returns the
+ * upstream's answer under the contract: non-2xx bodies verbatim, empty bodies as 502, streams event
+ * by event. Where a 2xx answer's usage will be found is left for metering.
  */
-export function proxy(path: string, dialect: () => StreamDialect): MiddlewareHandler<AppEnv> {
+export function proxy(api: ModelApi): MiddlewareHandler<AppEnv> {
   return async function proxy(c) {
     const config = readConfig(c.env);
     const abort = new AbortController();
     const answer = await send(
-      config.upstreamBaseUrl + path,
-      { method: "POST", headers: upstreamHeaders(c, config), body: upstreamBody(c) },
+      config.upstreamBaseUrl + api.path,
+      { method: "POST", headers: upstreamHeaders(c, config), body: upstreamBody(c, api) },
       config.upstreamTimeoutMs,
       abort,
     );
@@ -175,9 +188,13 @@ export function proxy(path: string, dialect: () => StreamDialect): MiddlewareHan
 
     if (upstream.ok && isEventStream(upstream) && upstream.body) {
       const body = upstream as Response & { body: ReadableStream<Uint8Array> };
-      return streamResponse(c, body, abort, config, dialect());
+      const dialect = api.dialect(c.get("body"));
+      c.set("usageSource", dialect);
+      return streamResponse(c, body, abort, config, dialect);
     }
-    const body = await forwardBody(upstream, abort, config.streamIdleTimeoutMs);
+    const usage = new BodyUsage(api.bodyUsage);
+    const body = await forwardBody(upstream, abort, config.streamIdleTimeoutMs, usage);
+    if (upstream.ok) c.set("usageSource", usage);
     const headers = passedHeaders(upstream);
     // Errors are never cached, the upstream's own included; the body itself stays verbatim.
     if (!upstream.ok) headers["cache-control"] = "no-store";

@@ -4,6 +4,7 @@ import { hashKey } from "../src/auth";
 import {
   chat,
   envelope,
+  expectGatewayError,
   expectUnauthorized,
   gateway,
   gatewayWith,
@@ -354,6 +355,43 @@ describe("admin models and groups", () => {
     expect((await adminCall("DELETE", `/models/${id}`)).status).toBe(200);
     expect(await env.GATEWAY_KV.get(`model:${id}`)).toBeNull();
   });
+
+  it("puts a model's pricing, which every request is then costed with", async () => {
+    const id = unique("priced");
+    const pricing = { input_per_mtok: 0.15, output_per_mtok: 0.6, cached_input_per_mtok: 0.075 };
+    expect(await (await adminCall("PUT", `/models/${id}`, { pricing })).json()).toEqual({ id, pricing });
+    expect(await env.GATEWAY_KV.get(`model:${id}`, "json")).toEqual({ pricing });
+  });
+
+  for (const [what, pricing, param, message] of [
+    [
+      "a negative price",
+      { input_per_mtok: -1, output_per_mtok: 1 },
+      "pricing.input_per_mtok",
+      "must be a number from 0 to 10000",
+    ],
+    [
+      "a price as text",
+      { input_per_mtok: 1, output_per_mtok: "2" },
+      "pricing.output_per_mtok",
+      "must be a number",
+    ],
+    ["no output price", { input_per_mtok: 1 }, "pricing.output_per_mtok", null],
+    [
+      "an unknown price",
+      { input_per_mtok: 1, output_per_mtok: 1, reasoning_per_mtok: 1 },
+      "pricing.reasoning_per_mtok",
+      null,
+    ],
+  ] as const) {
+    it(`refuses pricing with ${what}, writing nothing`, async () => {
+      const id = unique("bad-price");
+      const response = await adminCall("PUT", `/models/${id}`, { pricing });
+      const text = await expectGatewayError(response, 400, "invalid_request_error", "invalid_body", param);
+      if (message) expect(text).toBe(`Invalid '${param}': ${message}.`);
+      expect(await env.GATEWAY_KV.get(`model:${id}`)).toBeNull();
+    });
+  }
 
   it("accepts {} as a model", async () => {
     const id = unique("bare");

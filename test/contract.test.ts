@@ -304,8 +304,15 @@ const postWith = (vars: Partial<Env>, route: ModelRoute, tenant: Tenant, body: B
   });
 
 /** A streaming body for the route, with the mock upstream's cue. */
+// Chat callers here ask for the usage chunk, so that the upstream's stream is the reference byte for
+// byte and the rows that cut it at a byte cut the same bytes; usage.test.ts has the streams of
+// callers who do not ask.
 const streamBody = (route: ModelRoute, model: string, mock: Fields) =>
-  bodyOf(route, model, { stream: true, mock });
+  bodyOf(route, model, {
+    stream: true,
+    ...(route.path === "/v1/chat/completions" ? { stream_options: { include_usage: true } } : {}),
+    mock,
+  });
 
 /** Asserts the refusal in full (status, envelope with its exact message, headers) carrying this request id. */
 async function expectRefusal(response: Response, requestId: string, refusal: Refusal) {

@@ -4,6 +4,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, expect, vi, type MockInstance } from "vitest";
 import { hashKey } from "../src/auth";
 import worker from "../src/index";
+import type { ModelRecord } from "../src/records";
 import type { Env } from "../src/types";
 
 export const GATEWAY = "https://gateway.test";
@@ -27,7 +28,7 @@ export interface Tenant {
  */
 export async function seedTenant(
   options: {
-    models?: Record<string, { display_name?: string; upstream_model?: string }>;
+    models?: Record<string, ModelRecord>;
     grants?: string[];
     orgLimits?: { requests_per_minute?: number; user_requests_per_minute?: number };
     org?: string;

@@ -12,4 +12,9 @@ export const LOG_FIELDS = [
   "stream_outcome",
   "duration_ms",
   "ttfb_ms",
+  "input_tokens",
+  "output_tokens",
+  "cached_tokens",
+  "cost_usd",
+  "usage_estimated",
 ] as const;

@@ -17,8 +17,9 @@ describe("log line", () => {
       { "x-request-id": id },
     );
     const completion = await response.text();
+    // Written once the answer has gone and been metered.
+    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1));
     const lines = linesFor(id);
-    expect(lines).toHaveLength(1);
     const line = lines[0]!;
     expect(Object.keys(line).sort()).toEqual(FIELDS);
     expect(line).toMatchObject({
@@ -32,6 +33,12 @@ describe("log line", () => {
       model: tenant.model,
       upstream_status: 200,
       stream_outcome: null,
+      // The mock's count: three words of prompt, five of reply; the model has no pricing.
+      input_tokens: 3,
+      output_tokens: 5,
+      cached_tokens: 0,
+      cost_usd: 0,
+      usage_estimated: false,
     });
     expect(line.duration_ms).toEqual(expect.any(Number));
     expect(line.ttfb_ms).toEqual(expect.any(Number));

@@ -336,6 +336,7 @@ describe("vars", () => {
     ["STREAM_IDLE_TIMEOUT_MS", ""],
     ["BODY_TIMEOUT_MS", "10s"],
     ["MAX_EVENT_BYTES", "0x10"],
+    ["USAGE_RETENTION_DAYS", "90d"],
     ["UPSTREAM_BASE_URL", "not a url"],
   ] as const) {
     it(`stops serving, with the var named in the log, when ${name} is ${JSON.stringify(value)}`, async () => {
@@ -374,6 +375,7 @@ describe("vars", () => {
         MAX_BODY_BYTES: undefined,
         BODY_TIMEOUT_MS: undefined,
         MAX_EVENT_BYTES: undefined,
+        USAGE_RETENTION_DAYS: undefined,
       },
       "/v1/chat/completions",
       {

@@ -120,3 +120,59 @@ describe("SseFramer", () => {
     expect(decoder.decode(framer.tail)).toBe("data: b");
   });
 });
+
+describe("SseFramer dropping events", () => {
+  /** Pushes `chunks`, dropping each event whose text includes `drop`; returns what came out. */
+  function framedWithout(chunks: string[], drop: string) {
+    const framer = new SseFramer({
+      onEvent: (e) => (decoder.decode(e).includes(drop) ? "drop" : undefined),
+    });
+    return chunks.map((chunk) => framer.push(encoder.encode(chunk))).map((out) => out && decoder.decode(out));
+  }
+
+  it("leaves a dropped event out, blank line and all, and returns the others byte for byte", () => {
+    expect(framedWithout(["data: a\n\ndata: usage\n\ndata: b\n\n"], "usage")).toEqual([
+      "data: a\n\ndata: b\n\n",
+    ]);
+    expect(framedWithout(["data: us", "age\r\n\r\ndata: b\r\n\r\n"], "usage")).toEqual([
+      null,
+      "data: b\r\n\r\n",
+    ]);
+  });
+
+  it("returns null for a chunk that completes only a dropped event", () => {
+    expect(framedWithout(["data: a\n\n", "data: usage\n\n", "data: b\n\n"], "usage")).toEqual([
+      "data: a\n\n",
+      null,
+      "data: b\n\n",
+    ]);
+  });
+
+  it("drops the \\n of a dropped event's \\r\\n blank line split across reads", () => {
+    expect(framedWithout(["data: a\r\n\r\ndata: usage\r\n\r", "\ndata: b\r\n\r\n"], "usage")).toEqual([
+      "data: a\r\n\r\n",
+      "data: b\r\n\r\n",
+    ]);
+    expect(framedWithout(["data: usage\r\n\r", "\n", "data: b\r\n\r\n"], "usage")).toEqual([
+      null,
+      null,
+      "data: b\r\n\r\n",
+    ]);
+  });
+
+  it("keeps what follows a dropped event ending in a lone \\r", () => {
+    expect(framedWithout(["data: usage\r\r", "data: b\r\r"], "usage")).toEqual([null, "data: b\r\r"]);
+  });
+
+  it("stops after the last event, leaving out one dropped before it in the same chunk", () => {
+    const framer = new SseFramer({
+      onEvent: (e) => {
+        const text = decoder.decode(e);
+        return text.includes("usage") ? "drop" : text.includes("[DONE]") ? "last" : undefined;
+      },
+    });
+    const out = framer.push(encoder.encode("data: a\n\ndata: usage\n\ndata: [DONE]\n\ndata: late\n\n"));
+    expect(decoder.decode(out!)).toBe("data: a\n\ndata: [DONE]\n\n");
+    expect(framer.stopped).toBe(true);
+  });
+});

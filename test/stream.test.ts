@@ -22,8 +22,12 @@ const encoder = new TextEncoder();
 // the dense sample the other line endings take (every cut near a line end, every 5th byte elsewhere).
 const mutating = inject("strykerActiveMutant") !== undefined;
 
+// The caller asks for the usage chunk, so the upstream streams exactly the reference and every cut
+// falls on the same bytes (usage.test.ts has the streams of callers who do not ask).
+const USAGE_ASKED = { stream_options: { include_usage: true } };
+
 async function streamChat(tenant: Tenant, mock: Record<string, unknown>, requestId = unique("stream")) {
-  return chat(tenant, { stream: true, mock }, { "x-request-id": requestId });
+  return chat(tenant, { stream: true, ...USAGE_ASKED, mock }, { "x-request-id": requestId });
 }
 
 describe("fault sweep", () => {
@@ -37,6 +41,7 @@ describe("fault sweep", () => {
         model: tenant.model,
         messages: [{ role: "user", content: "hi" }],
         stream: true,
+        ...USAGE_ASKED,
         mock,
       });
       const bytes = encoder.encode(stream);

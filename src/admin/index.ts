@@ -4,6 +4,7 @@ import { parseBody, readBody } from "../body";
 import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./schemas";
 import { GatewayError, InternalFault } from "../errors";
 import { createKey, listKeys, revokeKey } from "./keys";
+import { usageReport } from "./usage";
 import { deleteRecord, inspectRecord, listRecords, writeRecord, type Listed } from "../records";
 import { methodNotAllowed } from "../routing";
 import type { AppEnv } from "../types";
@@ -153,6 +154,8 @@ admin.put("/orgs/:id", async (c) => {
   return c.json({ id, ...record });
 });
 
+admin.get("/orgs/:id/usage", (c) => usageReport(c, pathId(entityId, c.req.param("id"), "org")));
+
 admin.all("/keys", methodNotAllowed("GET", "POST"));
 admin.all("/keys/:id", methodNotAllowed("DELETE"));
 admin.all("/models", methodNotAllowed("GET"));
@@ -160,3 +163,4 @@ admin.all("/models/:id{.+}", methodNotAllowed("PUT", "DELETE"));
 admin.all("/groups", methodNotAllowed("GET"));
 admin.all("/groups/:id", methodNotAllowed("PUT", "DELETE"));
 admin.all("/orgs/:id", methodNotAllowed("GET", "PUT"));
+admin.all("/orgs/:id/usage", methodNotAllowed("GET"));

@@ -1,12 +1,19 @@
+import { chatUsage, responsesUsage, type Usage } from "../usage";
+
 /**
- * What "finished" and "interrupted" mean for each API's event stream. The stream driver asks its
- * dialect whether the upstream's terminal event has been seen and what to write when it has not.
+ * What "finished" and "interrupted" mean for each API's event stream, and where its usage is. The
+ * stream driver asks its dialect whether the upstream's terminal event has been seen, what to write
+ * when it has not, and whether an event goes to the caller at all.
  */
 export interface StreamDialect {
-  /** Sees each complete upstream event, in order, until the terminal one. */
-  observe(event: Uint8Array): void;
+  /** Sees each complete upstream event, in order, until the terminal one; false: not for the caller. */
+  observe(event: Uint8Array): boolean;
   /** The upstream has sent its terminal event. */
   readonly finished: boolean;
+  /** The usage the upstream reported in the stream, if it has. */
+  readonly usage: Usage | null;
+  /** The content-delta events seen: what the estimate counts as output tokens. */
+  readonly deltas: number;
   /**
    * If the unfinished `tail` is the terminal event lacking only its blank line, the bytes that
    * complete it; otherwise null.
@@ -65,15 +72,41 @@ const CHAT_INTERRUPTION = encoder.encode(
     "data: [DONE]\n\n",
 );
 
-/** Chat completions: finished by `data: [DONE]`. */
-export function chatDialect(): StreamDialect {
+// Chat chunks are looked at as text with two searches, and parsed only when one holds a usage
+// object: the usage chunk, or a provider's last content chunk. A search for `"usage"` alone would
+// parse every chunk of providers that send `"usage":null` in each.
+const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+/** A `content` key with a non-empty string value: in a chat chunk, only a delta's content. */
+const CONTENT_DELTA = /"content"\s*:\s*"(?!")/;
+
+/**
+ * Chat completions: finished by `data: [DONE]`. The gateway asks every chat stream for its usage
+ * chunk (`choices: []`); unless the caller asked for it too (`forwardUsage`), it is read and left out.
+ */
+export function chatDialect(forwardUsage: boolean): StreamDialect {
   let finished = false;
+  let usage: Usage | null = null;
+  let deltas = 0;
   return {
     observe(event) {
-      if (!finished && mentionsDone(event)) finished = isDoneEvent(event);
+      if (finished) return true;
+      if (mentionsDone(event) && (finished = isDoneEvent(event))) return true;
+      const text = decoder.decode(event);
+      if (CONTENT_DELTA.test(text)) deltas++;
+      if (!USAGE_OBJECT.test(text)) return true;
+      const data = parseData(text);
+      usage = chatUsage(data) ?? usage;
+      const usageOnly = Array.isArray(data?.choices) && data.choices.length === 0;
+      return forwardUsage || !usageOnly;
     },
     get finished() {
       return finished;
+    },
+    get usage() {
+      return usage;
+    },
+    get deltas() {
+      return deltas;
     },
     completeTail(tail) {
       if (!mentionsDone(tail)) return null;
@@ -95,14 +128,15 @@ const TERMINAL_TYPES = new Set(["response.completed", "response.failed", "respon
 /** The events that carry the response id. */
 const ANNOUNCING_TYPES = new Set(["response.created", "response.in_progress"]);
 
-interface ResponsesEventData {
+interface EventData {
   type?: unknown;
   sequence_number?: unknown;
   response?: { id?: unknown } | null;
+  choices?: unknown;
 }
 
 /** The parsed data of an event, or undefined when it is not a JSON object. */
-function parseData(text: string): ResponsesEventData | undefined {
+function parseData(text: string): EventData | undefined {
   try {
     const data: unknown = JSON.parse(dataOf(text));
     return data && typeof data === "object" ? data : undefined;
@@ -111,7 +145,7 @@ function parseData(text: string): ResponsesEventData | undefined {
   }
 }
 
-const isTerminal = (data: ResponsesEventData | undefined) =>
+const isTerminal = (data: EventData | undefined) =>
   typeof data?.type === "string" && TERMINAL_TYPES.has(data.type);
 
 const INTERRUPTED = "upstream stream interrupted";
@@ -148,26 +182,39 @@ function responsesInterruption(sequenceNumber: number, id: string): Uint8Array {
  * Responses API: finished by `response.completed`, `response.failed` or `response.incomplete`.
  * Each event's data is parsed (see above) for its type and sequence number, and the announcing
  * event (`response.created`, else `response.in_progress`) for the response id. When no id was
- * seen the frames name a made-up `resp_gw_<32 hex>` response.
+ * seen the frames name a made-up `resp_gw_<32 hex>` response. The usage is the terminal event's
+ * `response.usage`.
  */
 export function responsesDialect(): StreamDialect {
   let finished = false;
   let lastSequenceNumber: number | undefined;
   let responseId: string | undefined;
+  let usage: Usage | null = null;
+  let deltas = 0;
   return {
     observe(event) {
-      if (finished) return;
+      if (finished) return true;
       const data = parseData(decoder.decode(event));
-      if (!data) return;
+      if (!data) return true;
       if (Number.isSafeInteger(data.sequence_number)) lastSequenceNumber = data.sequence_number as number;
-      if (isTerminal(data)) finished = true;
-      else if (responseId === undefined && ANNOUNCING_TYPES.has(data.type as string)) {
+      if (data.type === "response.output_text.delta") deltas++;
+      else if (isTerminal(data)) {
+        finished = true;
+        usage = responsesUsage(data.response);
+      } else if (responseId === undefined && ANNOUNCING_TYPES.has(data.type as string)) {
         const id = data.response?.id;
         if (typeof id === "string") responseId = id;
       }
+      return true;
     },
     get finished() {
       return finished;
+    },
+    get usage() {
+      return usage;
+    },
+    get deltas() {
+      return deltas;
     },
     completeTail(tail) {
       const text = decoder.decode(tail);

@@ -12,20 +12,48 @@ const LF = 0x0a;
 const CR = 0x0d;
 const EMPTY = new Uint8Array(0);
 
+/**
+ * What becomes of an event: passed on (`undefined`), left out (`"drop"`: its bytes, blank line
+ * included, are not returned), or passed on as the last (`"last"`: the framer stops after it).
+ */
+export type EventVerdict = "drop" | "last" | undefined;
+
 export interface SseFramerOptions {
   /**
    * Called with each complete event's bytes, in order, up to the first byte of its blank line's
    * ending (so a `\r\n` split across reads changes nothing). A view of memory the caller may
-   * reuse: read it, do not keep it. Returning `false` stops the framer after this event: nothing
-   * that follows it is returned (the terminal event of a stream has gone out).
+   * reuse: read it, do not keep it. Its verdict says whether the event is returned, and whether
+   * anything that follows it is (`"last"`: the terminal event of a stream has gone out).
    */
-  onEvent?: (event: Uint8Array) => boolean | void;
+  onEvent?: (event: Uint8Array) => EventVerdict;
   /**
    * The longest event the framer will hold or pass, in bytes (default: no limit). An event that
    * grows past it stops the framer: the events before it are returned, it and everything after
    * are dropped, and {@link SseFramer.overflowed} becomes true.
    */
   maxEventBytes?: number;
+}
+
+/**
+ * `bytes` without the `[start, end)` ranges in `dropped` (ascending, apart): a copy when there are
+ * any, which is rare (one event of a stream at most), else `bytes` itself.
+ */
+function without(bytes: Uint8Array, dropped: number[] | undefined): Uint8Array {
+  if (!dropped) return bytes;
+  const kept: Uint8Array[] = [];
+  let from = 0;
+  for (let i = 0; i < dropped.length; i += 2) {
+    kept.push(bytes.subarray(from, Math.min(dropped[i]!, bytes.length)));
+    from = dropped[i + 1]!;
+  }
+  kept.push(bytes.subarray(Math.min(from, bytes.length)));
+  const out = new Uint8Array(kept.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of kept) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
 }
 
 /**
@@ -49,7 +77,7 @@ export interface SseFramerOptions {
  * }
  */
 export class SseFramer {
-  readonly #onEvent: ((event: Uint8Array) => boolean | void) | undefined;
+  readonly #onEvent: ((event: Uint8Array) => EventVerdict) | undefined;
   readonly #maxEventBytes: number;
   #stopped = false;
   #overflowed = false;
@@ -64,6 +92,8 @@ export class SseFramer {
   #afterCR = false;
   /** That `\r` ended an event, so its `\n` belongs to the event already returned. */
   #crEndedEvent = false;
+  /** ... or to an event that was dropped: the `\n` goes with it. */
+  #crEndedDropped = false;
 
   constructor(options: SseFramerOptions = {}) {
     this.#onEvent = options.onEvent;
@@ -90,6 +120,14 @@ export class SseFramer {
     // for the byte after it.
     if (length === 0 || this.#stopped) return null;
     if (this.#stopAfterLF) return this.#stop(chunk[0] === LF ? chunk.subarray(0, 1) : EMPTY);
+    if (this.#crEndedDropped) {
+      this.#crEndedDropped = false;
+      if (this.#afterCR && chunk[0] === LF) {
+        this.#afterCR = this.#crEndedEvent = false;
+        if (length === 1) return null;
+        return this.push(chunk.subarray(1));
+      }
+    }
     const held = this.#heldLength;
     // Offsets into the result (held bytes, then this chunk): events as (start, end, next event's
     // start) triples, and where the bytes that may be sent end.
@@ -147,21 +185,30 @@ export class SseFramer {
     const out = held ? this.#joinHeld(chunk.subarray(0, cut)) : chunk.subarray(0, cut);
     this.#held = [];
     this.#heldLength = 0;
+    // Offsets of `out` to leave out, as (start, end) pairs: the dropped events.
+    let dropped: number[] | undefined;
     for (let e = 0; e < events.length; e += 3) {
       const eventStart = events[e]!;
       if (events[e + 1]! - eventStart > this.#maxEventBytes)
-        return this.#stop(out.subarray(0, eventStart), true);
-      if (this.#onEvent?.(out.subarray(eventStart, events[e + 1])) === false) {
-        const next = events[e + 2]!;
-        if (!(this.#afterCR && next === held + length)) return this.#stop(out.subarray(0, next));
+        return this.#stop(without(out.subarray(0, eventStart), dropped), true);
+      const verdict = this.#onEvent?.(out.subarray(eventStart, events[e + 1]));
+      const next = events[e + 2]!;
+      if (verdict === "drop") {
+        (dropped ??= []).push(eventStart, next);
+        // Its blank line's `\r` ended the chunk: a `\n` that comes next is the rest of it.
+        this.#crEndedDropped = this.#afterCR && next === held + length;
+      } else if (verdict === "last") {
+        const last = without(out.subarray(0, next), dropped);
+        if (!(this.#afterCR && next === held + length)) return this.#stop(last);
         this.#stopAfterLF = true;
         this.#held = [];
         this.#heldLength = 0;
-        return out.subarray(0, next);
+        return last.length ? last : null;
       }
     }
     if (cut < length) this.#hold(chunk.subarray(cut));
-    return out;
+    const kept = without(out, dropped);
+    return kept.length ? kept : null;
   }
 
   /** Ends the framer's work: `last` is what it returns, nothing is held any more. */

@@ -54,13 +54,14 @@ export function streamResponse(
   const writer = writable.getWriter();
   /** When the terminal event went out. */
   let finishedAt: number | undefined;
-  // Nothing after the terminal event is forwarded, and no event longer than MAX_EVENT_BYTES is held.
+  // Nothing after the terminal event is forwarded, nothing the dialect keeps from the caller, and no
+  // event longer than MAX_EVENT_BYTES is held.
   const framer = new SseFramer({
     onEvent: (event) => {
-      dialect.observe(event);
-      if (!dialect.finished) return true;
+      const forward = dialect.observe(event);
+      if (!dialect.finished) return forward ? undefined : "drop";
       finishedAt = Date.now();
-      return false;
+      return "last";
     },
     maxEventBytes: config.maxEventBytes,
   });
@@ -71,7 +72,7 @@ export function streamResponse(
   let writesInFlight = 0;
   let outcome: StreamOutcome | null = null;
   let streamEnded!: () => void;
-  log.waitFor(new Promise<void>((resolve) => (streamEnded = resolve)));
+  log.streamUntil(new Promise<void>((resolve) => (streamEnded = resolve)));
 
   /** Writes whole events (or a keep-alive) to the client; false when the client has left. */
   async function write(bytes: Uint8Array): Promise<boolean> {

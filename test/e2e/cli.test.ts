@@ -116,6 +116,52 @@ describe("npm run admin", () => {
     expect((await cli(["models", "delete", "acme/model-a"])).code).toBe(0);
   });
 
+  it("prices a model, and reports an org's usage as a table with totals or as JSON", async () => {
+    const prices = ["--input-price", "2", "--output-price", "8", "--cached-input-price", "0.5"];
+    expect(await json(["models", "put", "priced-model", ...prices])).toEqual({
+      id: "priced-model",
+      pricing: { input_per_mtok: 2, output_per_mtok: 8, cached_input_per_mtok: 0.5 },
+    });
+    await json(["groups", "put", "billed", "--models", "priced-model"]);
+    const { key } = await json(["keys", "create", "--org", "billed", "--user", "bo", "--group", "billed"]);
+    for (const content of ["a b c", "d"]) {
+      const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "priced-model", messages: [{ role: "user", content }] }),
+      });
+      expect(response.status).toBe(200);
+      await response.text();
+    }
+    // 4 prompt and 10 reply words: 4 x $2 + 10 x $8 per million tokens.
+    const total = {
+      requests: 2,
+      input_tokens: 4,
+      output_tokens: 10,
+      cached_tokens: 0,
+      cost_usd: 0.000088,
+      estimated_requests: 0,
+      upstream_errors: 0,
+    };
+    let report: { data: unknown[]; total: unknown } | undefined;
+    for (let tries = 0; tries < 50 && (report?.total as { requests?: number })?.requests !== 2; tries++) {
+      report = await json(["usage", "billed", "--by", "model,user"]);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(report).toMatchObject({
+      group_by: ["model", "user"],
+      data: [{ model: "priced-model", user: "bo", ...total }],
+      total,
+    });
+    const table = await cli(["usage", "billed", "--by", "user"]);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/│\s*0\s*│\s*'bo'\s*│\s*2\s*│\s*4\s*│\s*10\s*│\s*0\s*│\s*0\.000088\s*│/);
+    expect(table.stdout).toMatch(/│\s*1\s*│\s*'total'\s*│\s*2\s*│\s*4\s*│\s*10\s*│/);
+    const refused = await cli(["usage", "billed", "--by", "team"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("(invalid_body, param group_by)");
+  });
+
   it("explains API errors with their code and param, exiting 1", async () => {
     const result = await cli(["groups", "put", "broken", "--models", "no-such-model"]);
     expect(result.code).toBe(1);

@@ -40,7 +40,28 @@ describe("a non-streamed completion", () => {
     expect(j.model).toBe("m-1");
     expect(j.choices[0].message).toEqual({ role: "assistant", content: "Hello from the mock upstream." });
     expect(j.choices[0].finish_reason).toBe("stop");
-    expect(j.usage).toEqual({ prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 });
+    expect(j.usage).toEqual({
+      prompt_tokens: 3,
+      completion_tokens: 5,
+      total_tokens: 8,
+      prompt_tokens_details: { cached_tokens: 0 },
+    });
+  });
+
+  it("mock.cached_tokens reports that many prompt tokens as cached; mock.no_usage reports no usage", async () => {
+    const messages = [{ role: "user", content: "one two three four" }];
+    const cached = await mock.chat({ model: "m", messages, mock: { cached_tokens: 3 } });
+    expect(JSON.parse(cached.bytes.toString()).usage).toEqual({
+      prompt_tokens: 4,
+      completion_tokens: 5,
+      total_tokens: 9,
+      prompt_tokens_details: { cached_tokens: 3 },
+    });
+    const none = JSON.parse(
+      (await mock.chat({ model: "m", messages, mock: { no_usage: true } })).bytes.toString(),
+    );
+    expect(none.choices[0].message.content).toBe("Hello from the mock upstream.");
+    expect("usage" in none).toBe(false);
   });
 
   it("mock.reply replaces the reply", async () => {
@@ -80,7 +101,20 @@ describe("a stream", () => {
     expectStream(out, body);
     const usage = JSON.parse(parseEvents(out.bytes.toString()).at(-2)!);
     expect(usage.choices).toEqual([]);
-    expect(usage.usage).toEqual({ prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 });
+    expect(usage.usage).toEqual({
+      prompt_tokens: 2,
+      completion_tokens: 5,
+      total_tokens: 7,
+      prompt_tokens_details: { cached_tokens: 0 },
+    });
+  });
+
+  it("mock.no_usage sends no usage chunk even when asked, and nothing else changes", async () => {
+    const body = { model: "m", stream: true, stream_options: { include_usage: true }, messages: [] };
+    const cued = { ...body, mock: { no_usage: true } };
+    const out = await mock.chat(cued);
+    expectStream(out, cued);
+    expect(out.bytes.toString()).toBe(chatStreamEvents({ ...body, stream_options: {} }).join(""));
   });
 
   it("mock.reply with multi-byte UTF-8 streams word by word", async () => {

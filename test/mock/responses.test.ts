@@ -69,6 +69,25 @@ describe("a non-streamed response", () => {
     });
   });
 
+  it("mock.cached_tokens reports cached input tokens; mock.no_usage reports usage null", async () => {
+    const cached = await mock.respond({ model: "m", input: "a b c", mock: { cached_tokens: 2 } });
+    expect(JSON.parse(cached.bytes.toString()).usage).toMatchObject({
+      input_tokens: 3,
+      input_tokens_details: { cached_tokens: 2 },
+      output_tokens: 5,
+    });
+    const none = await mock.respond({ model: "m", input: "a b c", mock: { no_usage: true } });
+    expect(JSON.parse(none.bytes.toString()).usage).toBeNull();
+  });
+
+  it("mock.no_usage streams a terminal event whose response.usage is null", async () => {
+    const body = { model: "m", stream: true, input: "a b", mock: { no_usage: true } };
+    const events = responsesStreamEvents(body);
+    const terminal = JSON.parse(events.at(-1)!.split("\n")[1]!.slice(6));
+    expect([terminal.type, terminal.response.usage]).toEqual(["response.completed", null]);
+    expect((await mock.respond(body)).bytes.toString()).toBe(events.join(""));
+  });
+
   it("mock.reply replaces the text", async () => {
     const reply = JSON.parse(
       (await mock.respond({ model: "m", input: "x", mock: { reply: "héllo 🙂" } })).bytes.toString(),

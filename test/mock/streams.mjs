@@ -91,6 +91,22 @@ function promptText(body) {
 }
 
 /**
+ * The `mock.cached_tokens` cue: how many input tokens to report as served from the prompt cache.
+ * @param {RequestBody} body
+ */
+function cachedTokensOf(body) {
+  const { cached_tokens } = cuesOf(body);
+  return Number.isInteger(cached_tokens) && cached_tokens >= 0 ? cached_tokens : 0;
+}
+
+/**
+ * Whether the `mock.no_usage` cue asks for an upstream that reports no usage at all.
+ * @param {RequestBody} body
+ */
+const withoutUsage = (body) => cuesOf(body).no_usage === true;
+
+/**
+ * Chat usage: a word of the messages' text is a prompt token (at least 1).
  * @param {RequestBody} body
  * @param {number} completionTokens
  */
@@ -100,6 +116,7 @@ function usageFor(body, completionTokens) {
     prompt_tokens,
     completion_tokens: completionTokens,
     total_tokens: prompt_tokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: cachedTokensOf(body) },
   };
 }
 
@@ -164,7 +181,7 @@ export function chatStreamEvents(body) {
 
   for (const content of pieces) events.push(dataEvent(chunk({ content })));
   events.push(dataEvent(chunk({}, "stop")));
-  if (body?.stream_options?.include_usage) {
+  if (body?.stream_options?.include_usage && !withoutUsage(body)) {
     events.push(dataEvent({ ...base, choices: [], usage: usageFor(body, pieces.length) }));
   }
   events.push(dataEvent("[DONE]"));
@@ -187,14 +204,14 @@ export function chatStreamBytes(body) {
  */
 export function chatCompletion(body, n) {
   const content = replyText(body);
-  return {
+  const completion = {
     id: `chatcmpl-mock-${n}`,
     object: "chat.completion",
     created: Math.floor(Date.now() / 1000),
     model: body?.model ?? MODEL_ID,
     choices: [{ index: 0, message: { role: "assistant", content }, logprobs: null, finish_reason: "stop" }],
-    usage: usageFor(body, countWords(content)),
   };
+  return withoutUsage(body) ? completion : { ...completion, usage: usageFor(body, countWords(content)) };
 }
 
 // ---- the Responses API, shaped as the openai SDK and the Vercel AI SDK expect -----------------------------
@@ -214,14 +231,17 @@ function inputText(body) {
 }
 
 /**
+ * Responses usage: a word of the instructions and input is an input token (at least 1); null for
+ * an upstream that reports none (`mock.no_usage`).
  * @param {RequestBody} body
  * @param {number} outputTokens
  */
 function responsesUsage(body, outputTokens) {
+  if (withoutUsage(body)) return null;
   const input_tokens = Math.max(1, countWords(inputText(body)));
   return {
     input_tokens,
-    input_tokens_details: { cached_tokens: 0 },
+    input_tokens_details: { cached_tokens: cachedTokensOf(body) },
     output_tokens: outputTokens,
     output_tokens_details: { reasoning_tokens: 0 },
     total_tokens: input_tokens + outputTokens,
@@ -306,7 +326,7 @@ export function responsesStreamEvents(body) {
   };
   const id = typeof cues.id === "string" ? cues.id : RESPONSE_STREAM_ID;
   const created_at = Number.isInteger(cues.created) ? cues.created : STREAM_CREATED;
-  /** @param {{ status: string, output?: object[], usage?: object, error?: object }} fields */
+  /** @param {{ status: string, output?: object[], usage?: object | null, error?: object }} fields */
   const response = (fields) => responseObject(body, { id, created_at, ...fields });
   const at = { item_id: MESSAGE_ID, output_index: 0, content_index: 0 };
 
