@@ -72,12 +72,57 @@ const CHAT_INTERRUPTION = encoder.encode(
     "data: [DONE]\n\n",
 );
 
-// Chat chunks are looked at as text with two searches, and parsed only when one holds a usage
-// object: the usage chunk, or a provider's last content chunk. A search for `"usage"` alone would
-// parse every chunk of providers that send `"usage":null` in each.
-const USAGE_OBJECT = /"usage"\s*:\s*\{/;
-/** A `content` key with a non-empty string value: in a chat chunk, only a delta's content. */
-const CONTENT_DELTA = /"content"\s*:\s*"(?!")/;
+// Chat chunks are not decoded: a native search for each `:` and a look at the bytes around it find
+// the two keys that matter, and a chunk is parsed only when it holds a usage object (the usage
+// chunk, or a provider's last content chunk). Looking for `"usage"` alone would parse every chunk of
+// providers that send `"usage":null` in each. Escaped quotes (`\"content\":`) inside a string
+// never match: the byte before such a quote is a backslash.
+const COLON = 0x3a;
+const QUOTE = 0x22;
+const OPEN_BRACE = 0x7b;
+const CONTENT_KEY = encoder.encode('"content"');
+const USAGE_KEY = encoder.encode('"usage"');
+const isSpace = (byte: number | undefined) =>
+  byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
+
+/** Whether `key` (quotes included) ends right before `end`, whitespace aside. */
+function keyBefore(bytes: Uint8Array, end: number, key: Uint8Array): boolean {
+  let i = end - 1;
+  while (isSpace(bytes[i])) i--;
+  if (i + 1 < key.length) return false;
+  for (let k = key.length - 1; k >= 0; k--, i--) if (bytes[i] !== key[k]) return false;
+  return true;
+}
+
+/** Where the last byte before `end` that is not whitespace is. */
+function lastByteBefore(bytes: Uint8Array, end: number): number {
+  let i = end - 1;
+  while (isSpace(bytes[i])) i--;
+  return i;
+}
+
+/**
+ * Whether a chat chunk holds a `content` key with a non-empty string (in a chat chunk, only a
+ * delta's content). Searched from the end, where a delta's content sits, near `finish_reason`.
+ */
+function hasContentDelta(bytes: Uint8Array): boolean {
+  for (let i = bytes.lastIndexOf(COLON); i > 0; i = bytes.lastIndexOf(COLON, i - 1)) {
+    let v = i + 1;
+    while (isSpace(bytes[v])) v++;
+    // A non-empty string value: `""` is no delta.
+    if (bytes[v] === QUOTE && bytes[v + 1] !== QUOTE && keyBefore(bytes, i, CONTENT_KEY)) return true;
+  }
+  return false;
+}
+
+/** Whether a chat chunk holds a `usage` key whose value is an object: found by its `{`, of which there are few. */
+function hasUsageObject(bytes: Uint8Array): boolean {
+  for (let i = bytes.indexOf(OPEN_BRACE, 1); i > 0; i = bytes.indexOf(OPEN_BRACE, i + 1)) {
+    const colon = lastByteBefore(bytes, i);
+    if (bytes[colon] === COLON && keyBefore(bytes, colon, USAGE_KEY)) return true;
+  }
+  return false;
+}
 
 /**
  * Chat completions: finished by `data: [DONE]`. The gateway asks every chat stream for its usage
@@ -91,10 +136,9 @@ export function chatDialect(forwardUsage: boolean): StreamDialect {
     observe(event) {
       if (finished) return true;
       if (mentionsDone(event) && (finished = isDoneEvent(event))) return true;
-      const text = decoder.decode(event);
-      if (CONTENT_DELTA.test(text)) deltas++;
-      if (!USAGE_OBJECT.test(text)) return true;
-      const data = parseData(text);
+      if (hasContentDelta(event)) deltas++;
+      if (!hasUsageObject(event)) return true;
+      const data = parseData(decoder.decode(event));
       usage = chatUsage(data) ?? usage;
       const usageOnly = Array.isArray(data?.choices) && data.choices.length === 0;
       return forwardUsage || !usageOnly;
