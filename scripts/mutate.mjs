@@ -16,7 +16,7 @@ import { Stryker } from "@stryker-mutator/core";
 /** The worker test files (without `test/` and `.test.ts`) that exercise each module. */
 const TESTS = {
   "src/auth.ts": ["keys", "contract", "admin", "records", "log"],
-  "src/body.ts": ["contract", "hostile"],
+  "src/body.ts": ["contract", "hostile", "admin", "usage"],
   "src/json-scan.ts": ["hostile", "contract"],
   "src/schemas.ts": ["contract"],
   "src/catalog.ts": ["models", "contract", "admin", "records"],
@@ -25,18 +25,23 @@ const TESTS = {
   "src/kv.ts": ["cache", "records", "admin"],
   "src/config.ts": ["records", "hostile"],
   "src/admission.ts": ["rate-limit", "hardening", "contract"],
-  "src/org-gate.ts": ["rate-limit", "hardening", "keys"],
+  "src/org-gate.ts": ["rate-limit", "hardening", "keys", "usage"],
   "src/errors.ts": ["contract", "log", "records"],
   "src/routing.ts": ["contract"],
   "src/log.ts": ["log"],
   "src/request-log.ts": ["log"],
-  "src/upstream.ts": ["contract", "hostile", "clients"],
-  "src/streaming/sse.ts": ["sse", "properties", "stream"],
-  "src/streaming/stream.ts": ["stream", "responses-stream", "hostile", "contract", "clients"],
-  "src/streaming/dialects.ts": ["stream", "responses-stream", "hostile", "contract", "clients"],
-  "src/admin/index.ts": ["admin", "records"],
+  "src/upstream.ts": ["contract", "hostile", "clients", "usage"],
+  "src/streaming/sse.ts": ["sse", "properties"],
+  "src/streaming/stream.ts": ["contract", "responses-stream", "usage", "clients"],
+  "src/streaming/dialects.ts": ["usage", "responses-stream", "contract", "clients"],
+  "src/admin/index.ts": ["admin", "records", "cache"],
   "src/admin/keys.ts": ["admin", "keys", "rate-limit"],
   "src/admin/schemas.ts": ["admin"],
+  "src/admin/usage.ts": ["usage"],
+  "src/usage.ts": ["usage"],
+  "src/usage-ledger.ts": ["usage"],
+  "src/metering.ts": ["usage", "hardening"],
+  "src/apis.ts": ["usage", "contract"],
 };
 
 const git = (...args) => execFileSync("git", args, { encoding: "utf8" }).split("\n").filter(Boolean);
