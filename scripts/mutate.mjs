@@ -108,8 +108,9 @@ for (const file of files) {
     coverageAnalysis: "off",
     // Each vitest run keeps a core busy; more runners than cores make timing tests flaky.
     concurrency: Number(process.env.MUTATE_CONCURRENCY ?? 1),
-    // Over the dry run's time, for a mutant that slows the tests rather than failing them.
-    timeoutMS: 30_000,
+    // Added to 1.5 times the dry run's time: a mutant that hangs the Worker (a loop that never
+    // ends) is detected without waiting long, and a timeout restarts vitest besides.
+    timeoutMS: 10_000,
     reporters: ["clear-text", "json", "progress-append-only"],
     jsonReporter: { fileName: `reports/mutation/${file.replaceAll("/", "_")}.json` },
   });
