@@ -113,6 +113,9 @@ for (const file of files) {
     timeoutMS: 10_000,
     reporters: ["clear-text", "json", "progress-append-only"],
     jsonReporter: { fileName: `reports/mutation/${file.replaceAll("/", "_")}.json` },
+    // A rerun tests again only the mutants whose code or tests changed since the last run.
+    incremental: true,
+    incrementalFile: `reports/mutation/${file.replaceAll("/", "_")}.incremental.json`,
   });
   const result = score(await stryker.runMutationTest());
   writeFileSync(summaryPath, JSON.stringify({ ...readSummary(), [file]: result }, null, 2) + "\n");
