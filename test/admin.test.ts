@@ -454,6 +454,64 @@ describe("admin models and groups", () => {
     expect((await adminCall("DELETE", `/models/${model}`)).status).toBe(200);
   });
 
+  it("names what holds a model or group in use, and deletes what nothing holds", async () => {
+    const { model, group } = await catalog();
+    const second = unique("group");
+    await adminCall("PUT", `/groups/${second}`, { models: [model] });
+    const [first, last] = [group, second].sort();
+    expect(await expectTyped(await adminCall("DELETE", `/models/${model}`), 409, "model_in_use")).toBe(
+      `Model '${model}' is granted by group '${first}', '${last}'; remove it there first.`,
+    );
+    const org = unique("org");
+    const keys = await Promise.all(
+      [1, 2, 3].map(async () =>
+        (await adminCall("POST", "/keys", { org, user: "u", group })).json<{ id: string }>(),
+      ),
+    );
+    await adminCall("DELETE", `/keys/${keys[0]!.id}`);
+    expect(await expectTyped(await adminCall("DELETE", `/groups/${group}`), 409, "group_in_use")).toBe(
+      `Group '${group}' is used by 2 active key(s); revoke them first.`,
+    );
+    for (const key of keys.slice(1)) await adminCall("DELETE", `/keys/${key.id}`);
+    const deleted = await adminCall("DELETE", `/groups/${group}`);
+    expect(await deleted.json()).toEqual({ id: group, deleted: true });
+    expect(await env.GATEWAY_KV.get(`group:${group}`)).toBeNull();
+    await adminCall("DELETE", `/groups/${second}`);
+    expect(await (await adminCall("DELETE", `/models/${model}`)).json()).toEqual({
+      id: model,
+      deleted: true,
+    });
+  });
+
+  it("answers 404 naming an unknown model or group to delete, and 400 for a bad id", async () => {
+    expect(await expectTyped(await adminCall("DELETE", "/models/ghost-model"), 404, "not_found")).toBe(
+      "Model 'ghost-model' not found.",
+    );
+    expect(await expectTyped(await adminCall("DELETE", "/groups/ghost-group"), 404, "not_found")).toBe(
+      "Group 'ghost-group' not found.",
+    );
+    expect(
+      await expectTyped(await adminCall("PUT", "/groups/a%20b", { models: [] }), 400, "invalid_body"),
+    ).toBe("Invalid group id: must be 1-128 letters, digits or ._@:+- starting with a letter or digit.");
+  });
+
+  for (const [path, allow] of [
+    ["/keys", "GET, POST"],
+    ["/keys/key_x", "DELETE"],
+    ["/models", "GET"],
+    ["/models/a/b", "PUT, DELETE"],
+    ["/groups", "GET"],
+    ["/groups/g", "PUT, DELETE"],
+    ["/orgs/o", "GET, PUT"],
+    ["/orgs/o/usage", "GET"],
+  ] as const) {
+    it(`answers 405 with Allow: ${allow} for a wrong method on ${path}`, async () => {
+      const response = await adminCall("PATCH", path, {});
+      expect(response.headers.get("allow")).toBe(allow);
+      await expectTyped(response, 405, "method_not_allowed");
+    });
+  }
+
   it("lists groups", async () => {
     const { model, group } = await catalog();
     const listed = await (await adminCall("GET", "/groups")).json<{ data: unknown[] }>();
@@ -462,6 +520,17 @@ describe("admin models and groups", () => {
 });
 
 describe("admin orgs", () => {
+  it("shows an org without a record as no fields (the defaults apply), and a bad record as invalid", async () => {
+    const org = unique("org");
+    expect(await (await adminCall("GET", `/orgs/${org}`)).json()).toEqual({ id: org });
+    await env.GATEWAY_KV.put(`org:${org}`, JSON.stringify({ requests_per_minute: "many" }));
+    expect(await (await adminCall("GET", `/orgs/${org}`)).json()).toEqual({
+      id: org,
+      invalid: true,
+      problem: expect.stringContaining("requests_per_minute"),
+    });
+  });
+
   it("puts and gets limits that the rate limiter then applies", async () => {
     const { model, group } = await catalog();
     const org = unique("org");
