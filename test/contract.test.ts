@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import {
+  LOG_WAIT,
   captureLogLines,
   cue,
   expectGatewayError,
@@ -1135,10 +1136,12 @@ describe("streams", () => {
       expect(withoutKeepAlives(text)).toBe(route.interrupted(events, 3, text));
       expect(text.split(": keep-alive\n\n").length - 1).toBeGreaterThanOrEqual(2);
       await vi.waitFor(async () => expect((await mockStats()).aborted).toContain(id), { timeout: 1000 });
-      await vi.waitFor(() =>
-        expect(linesFor(id)).toMatchObject([
-          { route: `POST ${route.path}`, stream_outcome: "interrupted", status: 200 },
-        ]),
+      await vi.waitFor(
+        () =>
+          expect(linesFor(id)).toMatchObject([
+            { route: `POST ${route.path}`, stream_outcome: "interrupted", status: 200 },
+          ]),
+        LOG_WAIT,
       );
     },
   );
@@ -1169,10 +1172,12 @@ describe("streams", () => {
       interval: 20,
     });
     expect(Date.now() - left).toBeLessThan(1000);
-    await vi.waitFor(() =>
-      expect(linesFor(id)).toMatchObject([
-        { route: `POST ${route.path}`, stream_outcome: "client_cancelled" },
-      ]),
+    await vi.waitFor(
+      () =>
+        expect(linesFor(id)).toMatchObject([
+          { route: `POST ${route.path}`, stream_outcome: "client_cancelled" },
+        ]),
+      LOG_WAIT,
     );
   });
 
@@ -1192,10 +1197,17 @@ describe("streams", () => {
     const tenant = await seedTenant();
     const id = unique("logged");
     await (await sendStream(route, tenant, { reply: REPLY }, id)).text();
-    await vi.waitFor(() =>
-      expect(linesFor(id)).toMatchObject([
-        { route: `POST ${route.path}`, stream_outcome: "complete", status: 200, ttfb_ms: expect.any(Number) },
-      ]),
+    await vi.waitFor(
+      () =>
+        expect(linesFor(id)).toMatchObject([
+          {
+            route: `POST ${route.path}`,
+            stream_outcome: "complete",
+            status: 200,
+            ttfb_ms: expect.any(Number),
+          },
+        ]),
+      LOG_WAIT,
     );
   });
 });

@@ -231,6 +231,12 @@ export async function expectGatewayError(
 }
 
 /**
+ * How long to wait for a request's log line: it is written once the answer has gone (and, for a
+ * model route, its usage been read), which on a loaded machine can take more than vi.waitFor's 1 s.
+ */
+export const LOG_WAIT = { timeout: 5_000 };
+
+/**
  * Captures the Worker's log lines during the calling block; the returned function gives the lines
  * written for one request id. One spy for the whole block, so tests running concurrently (each
  * with its own request ids) never restore it under each other.

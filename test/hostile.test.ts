@@ -4,6 +4,7 @@ import { describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import type { Env } from "../src/types";
 import {
+  LOG_WAIT,
   captureLogLines,
   chat,
   expectGatewayError,
@@ -139,7 +140,7 @@ describe("stream endings", () => {
     const done = `id: ${"7".repeat(60)}\n: the upstream's own note on this last event\ndata: [DONE]\n\n`;
     const response = await rawChat(tenant, CHUNK + done, id);
     expect(await response.text()).toBe(CHUNK + done);
-    await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]));
+    await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]), LOG_WAIT);
   });
 
   it("waits for the \\n of a [DONE] event's \\r\\n blank line that comes in a later read", async () => {
@@ -171,7 +172,7 @@ describe("stream endings", () => {
     const id = unique("done-reset");
     const response = await rawChat(tenant, CHUNK + "data: [DONE]\n", id, "reset");
     expect(await response.text()).toBe(CHUNK + "data: [DONE]\n\n");
-    await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]));
+    await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]), LOG_WAIT);
   });
 
   it("forwards nothing after the terminal event, and cancels an upstream that stays open", async () => {
@@ -336,7 +337,7 @@ describe("more variants: Responses terminal events", () => {
         { "x-request-id": id },
       );
       expect(await response.text()).toBe(created + terminal);
-      await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]));
+      await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]), LOG_WAIT);
     });
 
     it(`completes a terminal event with ${what} whose blank line never came`, async () => {

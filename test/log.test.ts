@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { LOG_FIELDS } from "./log-fields";
-import { captureLogLines, chat, gateway, seedTenant, unique } from "./helpers";
+import { LOG_WAIT, captureLogLines, chat, gateway, seedTenant, unique } from "./helpers";
 
 const FIELDS = [...LOG_FIELDS].sort();
 
@@ -18,7 +18,7 @@ describe("log line", () => {
     );
     const completion = await response.text();
     // Written once the answer has gone and been metered.
-    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1));
+    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1), LOG_WAIT);
     const lines = linesFor(id);
     const line = lines[0]!;
     expect(Object.keys(line).sort()).toEqual(FIELDS);
@@ -88,7 +88,7 @@ describe("ttfb_ms", () => {
     const response = await chat(tenant, { mock: { delay_ms: 300 } }, { "x-request-id": id });
     expect(response.status).toBe(200);
     await response.text();
-    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1));
+    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1), LOG_WAIT);
     const [line] = linesFor(id);
     expect(line!.ttfb_ms).toEqual(expect.any(Number));
     expect(line!.ttfb_ms).toBeGreaterThanOrEqual(300);
@@ -107,7 +107,7 @@ describe("ttfb_ms", () => {
     expect(response.status).toBe(200);
     const text = await response.text();
     expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
-    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1));
+    await vi.waitFor(() => expect(linesFor(id)).toHaveLength(1), LOG_WAIT);
     const [line] = linesFor(id);
     expect(line).toMatchObject({ status: 200, stream_outcome: "complete" });
     expect(line!.duration_ms).toBeGreaterThanOrEqual(400);

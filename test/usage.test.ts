@@ -5,6 +5,7 @@ import type { Pricing } from "../src/records";
 import type { UsageRow } from "../src/usage-ledger";
 import { chatStreamEvents, responsesStreamEvents } from "./mock/streams.mjs";
 import {
+  LOG_WAIT,
   captureLogLines,
   chat,
   cue,
@@ -163,16 +164,18 @@ describe("usage of answered requests", () => {
     // Each log line carries its own request's figures.
     for (const [n, id] of ids.entries()) {
       const [input, output, cached] = usage[n]!;
-      await vi.waitFor(() =>
-        expect(linesFor(id)).toMatchObject([
-          {
-            input_tokens: input,
-            output_tokens: output,
-            cached_tokens: cached,
-            cost_usd: nanos(input, output, cached) / 1e9,
-            usage_estimated: false,
-          },
-        ]),
+      await vi.waitFor(
+        () =>
+          expect(linesFor(id)).toMatchObject([
+            {
+              input_tokens: input,
+              output_tokens: output,
+              cached_tokens: cached,
+              cost_usd: nanos(input, output, cached) / 1e9,
+              usage_estimated: false,
+            },
+          ]),
+        LOG_WAIT,
       );
     }
   });
@@ -235,10 +238,12 @@ describe("estimated usage", () => {
         estimated_requests: 2,
       }),
     );
-    await vi.waitFor(() =>
-      expect(linesFor(chatId)).toMatchObject([
-        { stream_outcome: "interrupted", input_tokens: chatInput, output_tokens: 3, usage_estimated: true },
-      ]),
+    await vi.waitFor(
+      () =>
+        expect(linesFor(chatId)).toMatchObject([
+          { stream_outcome: "interrupted", input_tokens: chatInput, output_tokens: 3, usage_estimated: true },
+        ]),
+      LOG_WAIT,
     );
   });
 
@@ -253,7 +258,10 @@ describe("estimated usage", () => {
       received += decoder.decode((await reader.read()).value);
     await reader.cancel();
     const result = await reportWhen(tenant.org, 1);
-    await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "client_cancelled" }]));
+    await vi.waitFor(
+      () => expect(linesFor(id)).toMatchObject([{ stream_outcome: "client_cancelled" }]),
+      LOG_WAIT,
+    );
     const [line] = linesFor(id);
     expect(line).toMatchObject({
       input_tokens: Math.ceil(JSON.stringify(body).length / 4),
@@ -311,10 +319,12 @@ describe("what is not metered as usage", () => {
     expect(result.total).toEqual(
       counters({ requests: 3, input_tokens: 2, output_tokens: 10, upstream_errors: 1 }),
     );
-    await vi.waitFor(() =>
-      expect(linesFor(failedId)).toMatchObject([
-        { status: 500, input_tokens: null, output_tokens: null, cost_usd: null, usage_estimated: null },
-      ]),
+    await vi.waitFor(
+      () =>
+        expect(linesFor(failedId)).toMatchObject([
+          { status: 500, input_tokens: null, output_tokens: null, cost_usd: null, usage_estimated: null },
+        ]),
+      LOG_WAIT,
     );
     // Later batches add nothing for the refusals either.
     await new Promise((resolve) => setTimeout(resolve, 300));
