@@ -176,3 +176,81 @@ describe("SseFramer dropping events", () => {
     expect(framer.stopped).toBe(true);
   });
 });
+
+describe("SseFramer stopping", () => {
+  /** A framer whose event holding `[DONE]` is the last, and what each push returned. */
+  function framedUntilDone(chunks: string[]) {
+    const framer = new SseFramer({
+      onEvent: (e) => (decoder.decode(e).includes("[DONE]") ? "last" : undefined),
+    });
+    const outputs = chunks
+      .map((chunk) => framer.push(encoder.encode(chunk)))
+      .map((out) => out && decoder.decode(out));
+    return { framer, outputs };
+  }
+
+  it("returns nothing after the last event, and has not overflowed", () => {
+    const { framer, outputs } = framedUntilDone([
+      "data: a\n\ndata: [DONE]\n\ndata: late\n\n",
+      "data: later\n\n",
+    ]);
+    expect(outputs).toEqual(["data: a\n\ndata: [DONE]\n\n", null]);
+    expect(framer.stopped).toBe(true);
+    expect(framer.overflowed).toBe(false);
+    expect(framer.tail.length).toBe(0);
+  });
+
+  it("after a last event whose blank line ended a chunk with \\r, returns only its \\n", () => {
+    expect(framedUntilDone(["data: [DONE]\r\n\r", "\ndata: late\r\n\r\n", "\n"]).outputs).toEqual([
+      "data: [DONE]\r\n\r",
+      "\n",
+      null,
+    ]);
+    // Not a `\n`: the `\r` was the whole line ending, and nothing more goes out.
+    const { framer, outputs } = framedUntilDone(["data: [DONE]\r\r", "data: late\r\r"]);
+    expect(outputs).toEqual(["data: [DONE]\r\r", null]);
+    expect(framer.stopped).toBe(true);
+  });
+
+  it("is not stopped, overflowed or holding anything before its first chunk", () => {
+    const framer = new SseFramer();
+    expect([framer.stopped, framer.overflowed, framer.tail.length]).toEqual([false, false, 0]);
+  });
+
+  it("reads a stream that starts with a blank line or a lone \\n as the line endings they are", () => {
+    expect(frame(["\ndata: a\n\n"]).outputs).toEqual(["\ndata: a\n\n"]);
+    expect(frame(["\n", "\r\ndata: a\r\n\r\n"]).outputs).toEqual(["\n", "\r\ndata: a\r\n\r\n"]);
+  });
+});
+
+describe("SseFramer's longest event", () => {
+  /** A framer holding events of at most `max` bytes, and what each push returned. */
+  function framedAtMost(max: number, chunks: string[]) {
+    const framer = new SseFramer({ maxEventBytes: max });
+    const outputs = chunks
+      .map((chunk) => framer.push(encoder.encode(chunk)))
+      .map((out) => out && decoder.decode(out));
+    return { framer, outputs };
+  }
+
+  it("passes an event of exactly maxEventBytes, in one chunk or held across several", () => {
+    // "data: abc\n\n" is 11 bytes.
+    expect(framedAtMost(11, ["data: abc\n\ndata: xyz\n\n"]).outputs).toEqual(["data: abc\n\ndata: xyz\n\n"]);
+    const held = framedAtMost(11, ["data: ", "abc\n", "\n"]);
+    expect(held.outputs).toEqual([null, null, "data: abc\n\n"]);
+    expect(held.framer.overflowed).toBe(false);
+  });
+
+  it("stops at an event one byte longer, returning the events before it and nothing after", () => {
+    const { framer, outputs } = framedAtMost(11, ["data: a\n\ndata: abcd\n\ndata: b\n\n", "data: c\n\n"]);
+    expect(outputs).toEqual(["data: a\n\n", null]);
+    expect([framer.stopped, framer.overflowed]).toEqual([true, true]);
+  });
+
+  it("stops as soon as a held event outgrows it, before its end arrives", () => {
+    const { framer, outputs } = framedAtMost(11, ["data: a\n\ndata: ab", "cdef", "gh\n\n"]);
+    expect(outputs).toEqual(["data: a\n\n", null, null]);
+    expect([framer.stopped, framer.overflowed]).toEqual([true, true]);
+    expect(framer.tail.length).toBe(0);
+  });
+});
