@@ -34,7 +34,7 @@ const TESTS = {
   "src/streaming/sse.ts": ["sse", "properties"],
   "src/streaming/stream.ts": ["contract", "responses-stream", "usage", "clients"],
   "src/streaming/dialects.ts": ["usage", "responses-stream", "contract", "clients"],
-  "src/admin/index.ts": ["admin", "records", "cache"],
+  "src/admin/index.ts": ["admin", "records", "cache", "usage"],
   "src/admin/keys.ts": ["admin", "keys", "rate-limit"],
   "src/admin/schemas.ts": ["admin"],
   "src/admin/usage.ts": ["usage"],

@@ -512,6 +512,75 @@ describe("admin models and groups", () => {
     });
   }
 
+  for (const [method, path, what] of [
+    ["PUT", "/models/", "model"],
+    ["DELETE", "/models/", "model"],
+    ["DELETE", "/groups/", "group"],
+    ["GET", "/orgs/", "org"],
+    ["PUT", "/orgs/", "org"],
+    ["GET", "/keys?org=", "org"],
+  ] as const) {
+    it(`names the ${what} id it refuses on ${method} ${path}`, async () => {
+      const id = what === "model" ? "m".repeat(201) : "a%20b";
+      const tail = path.endsWith("=") ? id : `${id}`;
+      const message = await expectTyped(
+        await adminCall(method, `${path}${tail}`, method === "PUT" ? {} : undefined),
+        400,
+        "invalid_body",
+      );
+      expect(message).toMatch(new RegExp(`^Invalid ${what} id: must `));
+    });
+  }
+
+  it("names the org id it refuses on the usage report", async () => {
+    const message = await expectTyped(await adminCall("GET", "/orgs/a%20b/usage"), 400, "invalid_body");
+    expect(message).toMatch(/^Invalid org id: must /);
+  });
+
+  it("refuses a group whose first model is unknown", async () => {
+    await expectTyped(
+      await adminCall("PUT", `/groups/${unique("group")}`, { models: ["ghost"] }),
+      400,
+      "model_not_found",
+      "models[0]",
+    );
+  });
+
+  it("reads KV itself, not this isolate's cached copy, for every check and listing", async () => {
+    const tenant = await seedTenant({ org: unique("org") });
+    // Cached by a request: key, model, group and org.
+    expect((await chat(tenant)).status).toBe(200);
+    await env.GATEWAY_KV.put(`org:${tenant.org}`, JSON.stringify({ requests_per_minute: 7 }));
+    expect(await (await adminCall("GET", `/orgs/${tenant.org}`)).json()).toEqual({
+      id: tenant.org,
+      requests_per_minute: 7,
+    });
+    const other = unique("model");
+    await env.GATEWAY_KV.put(`model:${other}`, "{}");
+    await env.GATEWAY_KV.put(`group:${tenant.group}`, JSON.stringify({ models: [other] }));
+    const groups = await (await adminCall("GET", "/groups")).json<{ object: string; data: unknown[] }>();
+    expect(groups.object).toBe("list");
+    expect(groups.data).toContainEqual({ id: tenant.group, models: [other] });
+    // The group no longer grants the cached model, so it can go; then it is gone for the admin API too.
+    expect((await adminCall("DELETE", `/models/${tenant.model}`)).status).toBe(200);
+    await expectTyped(await adminCall("DELETE", `/models/${tenant.model}`), 404, "not_found");
+    await expectTyped(
+      await adminCall("PUT", `/groups/${unique("group")}`, { models: [tenant.model] }),
+      400,
+      "model_not_found",
+      "models[0]",
+    );
+    // A group deleted by hand: no new key may name it.
+    await env.GATEWAY_KV.delete(`group:${tenant.group}`);
+    await expectTyped(
+      await adminCall("POST", "/keys", { org: tenant.org, user: "u", group: tenant.group }),
+      400,
+      "group_not_found",
+      "group",
+    );
+    await expectTyped(await adminCall("DELETE", `/groups/${tenant.group}`), 404, "not_found");
+  });
+
   it("lists groups", async () => {
     const { model, group } = await catalog();
     const listed = await (await adminCall("GET", "/groups")).json<{ data: unknown[] }>();
