@@ -1,9 +1,10 @@
 import type { MiddlewareHandler } from "hono";
 import { forgetRevokedKey } from "./auth";
-import { readConfig } from "./config";
+import { readConfig, type Config } from "./config";
 import { GatewayError, handleError, type ErrorCode } from "./errors";
-import type { Admission } from "./org-gate";
-import { readRecord } from "./records";
+import type { Admission, Limits, Scope } from "./org-gate";
+import { readRecord, type OrgRecord } from "./records";
+import { budgetNanos, reservationEstimate } from "./usage";
 import type { AppEnv, Env } from "./types";
 
 /** The gate of `org`: the Durable Object that admits its requests and knows its revoked keys. */
@@ -50,34 +51,62 @@ export function revokedFirst(): MiddlewareHandler<AppEnv> {
   };
 }
 
+/** The limits of `org:<id>` (or the default request limits), in the units the gate counts. */
+function limitsOf(record: OrgRecord | null, config: Config): Limits {
+  return {
+    requests: record?.requests_per_minute ?? config.defaultOrgRpm,
+    userRequests: record?.user_requests_per_minute ?? config.defaultUserRpm,
+    tokens: record?.tokens_per_minute,
+    userTokens: record?.user_tokens_per_minute,
+    budget: record?.monthly_budget_usd === undefined ? undefined : budgetNanos(record.monthly_budget_usd),
+    userBudget:
+      record?.user_monthly_budget_usd === undefined ? undefined : budgetNanos(record.user_monthly_budget_usd),
+  };
+}
+
+const scopeName = (scope: Scope) => (scope === "org" ? "organization" : "user");
+
 /**
- * Admission: the org's gate admits the request against the org and user limits (from `org:<id>`, or
- * DEFAULT_ORG_RPM / DEFAULT_USER_RPM), and refuses a revoked key.
+ * Admission: the org's gate admits the request against the org's and the user's monthly budgets,
+ * request limits (from `org:<id>`, or DEFAULT_ORG_RPM / DEFAULT_USER_RPM) and token limits, and
+ * refuses a revoked key. An admitted request holds a reservation of tokens (usage.ts estimates it)
+ * until the metering hands back what it used.
  */
 export function admitRequest(): MiddlewareHandler<AppEnv> {
   return async function admitRequest(c, next) {
     const { id, org, user } = c.get("apiKey");
     const config = readConfig(c.env);
-    const limits = await readRecord(c.env.GATEWAY_KV, "org", org);
-    const orgLimit = limits?.requests_per_minute ?? config.defaultOrgRpm;
-    const userLimit = limits?.user_requests_per_minute ?? config.defaultUserRpm;
-    const admit = async (): Promise<Admission> => orgGate(c.env, org).admit(id, user, orgLimit, userLimit);
+    const record = await readRecord(c.env.GATEWAY_KV, "org", org);
+    const limits = limitsOf(record, config);
+    const estimate = reservationEstimate(
+      c.get("body"),
+      c.get("rawBody").byteLength,
+      config.defaultMaxOutputTokens,
+    );
+    const admit = async (): Promise<Admission> => orgGate(c.env, org).admit(id, user, limits, estimate);
     // A Durable Object error marked retryable (and not overloaded) may succeed on a fresh stub;
     // retrying an overloaded object would only add to its load.
     const admission = await admit().catch((err: { retryable?: boolean; overloaded?: boolean }) => {
       if (err?.retryable && !err.overloaded) return admit();
       throw err;
     });
-    if (admission.admitted) return next();
-    if (admission.revoked) {
+    if (admission.admitted) {
+      c.set("reservation", { ticket: admission.ticket, tokens: admission.tokens });
+      return next();
+    }
+    if (admission.refused === "revoked") {
       forgetRevokedKey(c.get("apiKeyHash"));
       throw new GatewayError("unauthorized");
     }
+    const who = scopeName(admission.scope);
+    if (admission.refused === "budget") {
+      const usd = admission.scope === "org" ? record?.monthly_budget_usd : record?.user_monthly_budget_usd;
+      throw new GatewayError("budget_exceeded", `Budget reached for this ${who}: ${usd} USD per month.`);
+    }
     const retryAfterMs = Math.max(1, Math.ceil(admission.retryAfterMs));
-    const who = admission.scope === "org" ? "organization" : "user";
     throw new GatewayError(
       "rate_limit_exceeded",
-      `Rate limit reached for this ${who}: ${admission.limit} requests per minute.`,
+      `Rate limit reached for this ${who}: ${admission.limit} ${admission.unit} per minute.`,
       {
         headers: {
           "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))),

@@ -13,6 +13,8 @@ export interface Config {
   bodyTimeoutMs: number;
   maxEventBytes: number;
   usageRetentionDays: number;
+  /** A request's output cap, for its token reservation, when its body sets none. */
+  defaultMaxOutputTokens: number;
 }
 
 /** A var that cannot be used. The Worker serves nothing until it is fixed: no silent default. */
@@ -88,6 +90,7 @@ function parse(env: Env): Config {
     bodyTimeoutMs: positiveInt(env, "BODY_TIMEOUT_MS", 30_000),
     maxEventBytes: positiveInt(env, "MAX_EVENT_BYTES", 16 * 1024 * 1024),
     usageRetentionDays: positiveInt(env, "USAGE_RETENTION_DAYS", 90),
+    defaultMaxOutputTokens: positiveInt(env, "DEFAULT_MAX_OUTPUT_TOKENS", 4096),
   };
 }
 

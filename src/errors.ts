@@ -18,6 +18,7 @@ const ERRORS = {
   model_in_use: [409, "invalid_request_error", "The model is still granted by a group."],
   group_in_use: [409, "invalid_request_error", "The group is still used by a key."],
   model_access_denied: [403, "permission_error", "This API key may not use this model."],
+  budget_exceeded: [403, "permission_error", "Monthly budget reached."],
   rate_limit_exceeded: [429, "rate_limit_error", "Rate limit exceeded."],
   upstream_empty_body: [502, "server_error", "The upstream returned an empty response body."],
   upstream_unavailable: [502, "server_error", "The upstream could not be reached."],

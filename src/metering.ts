@@ -1,5 +1,6 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { orgGate } from "./admission";
+import type { Settlement } from "./org-gate";
 import { readConfig } from "./config";
 import { costNanos, estimateUsage, type Usage } from "./usage";
 import { HOUR_MS, type UsageRow } from "./usage-ledger";
@@ -60,15 +61,23 @@ export class BodyUsage implements UsageSource {
   }
 }
 
-/** Rows not yet handed to the gates: by org, then by hour, key, user and model. */
-let pending = new Map<string, Map<string, UsageRow>>();
+/** What one org's gate is to be handed: rows by hour, key, user and model, and ended reservations. */
+interface Batch {
+  rows: Map<string, UsageRow>;
+  ended: Settlement[];
+}
+
+/** Batches not yet handed to the gates, by org. */
+let pending = new Map<string, Batch>();
 let flushScheduled = false;
 /** How long rows gather before they go; well within the contract's 5 s to show in a report. */
 const FLUSH_DELAY_MS = 50;
 
-function add(org: string, row: UsageRow) {
-  let rows = pending.get(org);
-  if (!rows) pending.set(org, (rows = new Map()));
+function add(org: string, row: UsageRow, ended: Settlement) {
+  let batch = pending.get(org);
+  if (!batch) pending.set(org, (batch = { rows: new Map(), ended: [] }));
+  batch.ended.push(ended);
+  const rows = batch.rows;
   const id = `${row.hour}\n${row.key_id}\n${row.user}\n${row.model}`;
   const sum = rows.get(id);
   if (!sum) return void rows.set(id, row);
@@ -81,16 +90,19 @@ function add(org: string, row: UsageRow) {
   sum.upstream_errors += row.upstream_errors;
 }
 
-/** Hands every pending row to its org's gate. A write that fails is logged and lost, never retried. */
+/**
+ * Hands every pending batch to its org's gate. A write that fails is logged and lost, never retried:
+ * its requests' reservations then stay charged until they leave the window.
+ */
 async function flush(env: Env, retentionDays: number) {
   await new Promise((resolve) => setTimeout(resolve, FLUSH_DELAY_MS));
   const batch = pending;
   pending = new Map();
   flushScheduled = false;
   await Promise.all(
-    [...batch].map(([org, rows]) =>
+    [...batch].map(([org, { rows, ended }]) =>
       // Async, so that a failure of any kind (a binding that throws at once too) lands in the catch.
-      (async () => orgGate(env, org).recordUsage([...rows.values()], retentionDays))().catch(
+      (async () => orgGate(env, org).recordUsage([...rows.values()], retentionDays, ended))().catch(
         (err: unknown) => {
           const error = err instanceof Error ? err.name : typeof err;
           // Not a request's line (log.ts): this one speaks for every request in the batch.
@@ -102,8 +114,8 @@ async function flush(env: Env, retentionDays: number) {
 }
 
 /** Queues one request's usage; the request whose row starts a batch keeps the isolate up for it. */
-function record(c: Context<AppEnv>, org: string, row: UsageRow) {
-  add(org, row);
+function record(c: Context<AppEnv>, org: string, row: UsageRow, ended: Settlement) {
+  add(org, row, ended);
   if (flushScheduled) return;
   flushScheduled = true;
   c.executionCtx.waitUntil(flush(c.env, readConfig(c.env).usageRetentionDays));
@@ -116,7 +128,8 @@ const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
  * The metering step, between admission and the upstream: everything after it reached (or tried to
  * reach) an upstream and is metered. An answer that is not 2xx counts as an upstream error with no
  * tokens; a 2xx answer counts what its upstream reported, or else the contract's estimate. The
- * log line gets the same figures.
+ * log line gets the same figures, and the request's token reservation becomes them (nothing for an
+ * upstream error) in the same call to the gate.
  */
 export function meterUsage(): MiddlewareHandler<AppEnv> {
   return async function meterUsage(c, next) {
@@ -147,7 +160,9 @@ export function meterUsage(): MiddlewareHandler<AppEnv> {
         Object.assign(row, usage, { cost_nanos: cost, estimated_requests: reported ? 0 : 1 });
         Object.assign(log.fields, usage, { cost_usd: cost / 1e9, usage_estimated: !reported });
       }
-      record(c, org, row);
+      const { ticket, tokens } = c.get("reservation");
+      const used = row.input_tokens + row.output_tokens;
+      record(c, org, row, { ticket, user, reserved: tokens, used });
     });
   };
 }

@@ -100,10 +100,34 @@ export const groupRecord = v.strictObject({
   ),
 });
 
-/** `org:<id>`: an org's limits; a missing one falls back to DEFAULT_ORG_RPM / DEFAULT_USER_RPM. */
+/** The most a token limit may be: far above any one org, and sums of it stay exact integers. */
+export const MAX_TOKENS_PER_MINUTE = 10_000_000_000;
+
+const tokensPerMinute = v.pipe(
+  v.number("must be a positive integer"),
+  v.integer("must be a positive integer"),
+  v.minValue(1, "must be a positive integer"),
+  v.maxValue(MAX_TOKENS_PER_MINUTE, `must be at most ${MAX_TOKENS_PER_MINUTE}`),
+);
+
+// US dollars. Bounded so that a budget in whole nano-dollars (usage.ts) is an exact integer.
+const monthlyBudget = v.pipe(
+  v.number("must be a positive number"),
+  v.gtValue(0, "must be a positive number"),
+  v.maxValue(1_000_000, "must be at most 1000000"),
+);
+
+/**
+ * `org:<id>`: an org's limits. A missing request limit falls back to DEFAULT_ORG_RPM /
+ * DEFAULT_USER_RPM; a missing token limit or budget means there is none.
+ */
 export const orgRecord = v.strictObject({
   requests_per_minute: v.optional(requestsPerMinute),
   user_requests_per_minute: v.optional(requestsPerMinute),
+  tokens_per_minute: v.optional(tokensPerMinute),
+  user_tokens_per_minute: v.optional(tokensPerMinute),
+  monthly_budget_usd: v.optional(monthlyBudget),
+  user_monthly_budget_usd: v.optional(monthlyBudget),
 });
 
 const SCHEMAS = {
@@ -119,6 +143,7 @@ export type RecordOf<K extends RecordKind> = v.InferOutput<(typeof SCHEMAS)[K]>;
 export type ApiKeyRecord = RecordOf<"key">;
 export type ModelRecord = RecordOf<"model">;
 export type GroupRecord = RecordOf<"group">;
+export type OrgRecord = RecordOf<"org">;
 export type Pricing = v.InferOutput<typeof pricingRecord>;
 
 /** The KV key of a record: `<kind>:<id>`. Nothing else spells one. */

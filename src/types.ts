@@ -1,7 +1,7 @@
 import type { RequestIdVariables } from "hono/request-id";
 import type { KeyPlace } from "./json-scan";
 import type { UsageSource } from "./metering";
-import type { OrgGate } from "./org-gate";
+import type { OrgGate, Reservation } from "./org-gate";
 import type { RequestLog } from "./request-log";
 import type { ApiKeyRecord, ModelRecord } from "./records";
 
@@ -18,6 +18,7 @@ export interface Env {
   BODY_TIMEOUT_MS?: string;
   MAX_EVENT_BYTES?: string;
   USAGE_RETENTION_DAYS?: string;
+  DEFAULT_MAX_OUTPUT_TOKENS?: string;
   UPSTREAM_API_KEY?: string;
   ADMIN_TOKEN?: string;
 }
@@ -42,6 +43,8 @@ export interface Variables extends RequestIdVariables {
   bodyText: string;
   places: ReadonlyMap<string, KeyPlace>;
   model: ModelRecord;
+  /** What the org's gate reserved for this request against token limits (admission.ts). */
+  reservation: Reservation;
   /** Where a 2xx answer's usage will be found once it has gone (metering.ts). */
   usageSource: UsageSource | undefined;
 }

@@ -83,8 +83,8 @@ export class UsageLedger {
     )`);
   }
 
-  /** Adds `rows` to the stored hours, and drops hours older than `retentionDays`. */
-  record(rows: unknown, retentionDays: number): void {
+  /** Adds `rows` to the stored hours, and drops hours older than `retentionDays`. Returns them, checked. */
+  record(rows: unknown, retentionDays: number): UsageRow[] {
     const checked = v.parse(usageRows, rows);
     const columns = counterColumns.join(", ");
     const placeholders = counterColumns.map(() => "?").join(", ");
@@ -104,6 +104,7 @@ export class UsageLedger {
     });
     const now = Date.now();
     if (now - this.#lastPrune >= HOUR_MS) this.prune(retentionDays, now);
+    return checked;
   }
 
   /** Drops the hours that have left the retention period. */

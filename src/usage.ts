@@ -14,7 +14,8 @@ export interface Usage {
 
 // No single request has used a billion tokens: a larger figure is not believed (and would break the
 // exact cost arithmetic below).
-const tokens = v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(1e9));
+const MAX_TOKENS = 1e9;
+const tokens = v.pipe(v.number(), v.safeInteger(), v.minValue(0), v.maxValue(MAX_TOKENS));
 const details = v.optional(v.nullable(v.looseObject({ cached_tokens: v.optional(v.nullable(tokens)) })));
 
 /** Usage as an upstream reports it; cached tokens are part of the input, so never more than it. */
@@ -74,6 +75,41 @@ export const estimateUsage = (bodyBytes: number, deltas: number): Usage => ({
   output_tokens: deltas,
   cached_tokens: 0,
 });
+
+// The body fields that cap a request's output, on either route.
+const OUTPUT_CAPS = ["max_tokens", "max_completion_tokens", "max_output_tokens"] as const;
+
+/**
+ * The contract's estimate of what a request may use, reserved at admission against token limits:
+ * a token per 4 bytes of its body, plus its output cap (the largest of `max_tokens`,
+ * `max_completion_tokens` and `max_output_tokens` that is a positive integer: an upstream may
+ * honour any of them), else `defaultCap` (DEFAULT_MAX_OUTPUT_TOKENS). At most a billion, like a
+ * reported figure.
+ *
+ * @example
+ * reservationEstimate({ model: "m", max_tokens: 100 }, 400, 4096); // 200
+ */
+export function reservationEstimate(
+  body: Readonly<Record<string, unknown>>,
+  bodyBytes: number,
+  defaultCap: number,
+): number {
+  let cap = 0;
+  for (const field of OUTPUT_CAPS) {
+    const value = body[field];
+    if (typeof value === "number" && Number.isSafeInteger(value) && value > cap) cap = value;
+  }
+  return Math.min(Math.ceil(bodyBytes / 4) + (cap || defaultCap), MAX_TOKENS);
+}
+
+/**
+ * A budget in whole nano-dollars, the unit costs are kept in: at least one, so that a budget is
+ * never nothing.
+ *
+ * @example
+ * budgetNanos(50); // 50_000_000_000
+ */
+export const budgetNanos = (usd: number): number => Math.max(1, Math.round(usd * 1e9));
 
 /**
  * What `usage` costs under `pricing`, in whole nano-dollars: an integer, so that sums over any

@@ -89,7 +89,7 @@ describe("failing dependencies", () => {
     const tenant = await seedTenant();
     const fake = limiter((call) => {
       if (call === 1) throw Object.assign(new Error("Network connection lost."), { retryable: true });
-      return { admitted: true };
+      return { admitted: true, ticket: "a:000000000000001:000000000", tokens: 1 };
     });
     const response = await gatewayWith(
       { RATE_LIMITER: fake.namespace as never },
