@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run admin -- <command>`: manage the gateway's keys, models, groups and org limits, and read
+// `npm run admin -- <command>`: manage the gateway's keys, models, groups, org limits and budgets, and read
 // an org's usage.
 import { parseArgs } from "node:util";
 import { AdminClient, AdminError } from "./admin-client.mjs";
@@ -23,7 +23,9 @@ Groups
   groups delete ID
 Orgs
   orgs get ID
-  orgs put ID [--rpm N] [--user-rpm N]
+  orgs put ID [--rpm N] [--user-rpm N] [--tpm N] [--user-tpm N] [--budget USD] [--user-budget USD]
+                                    requests and tokens per minute, monthly budgets in US
+                                    dollars; for the org and for each of its users
 Usage
   usage ORG [--from ISO] [--to ISO] [--by model,user,key,day,hour]
                                     tokens and cost per group, with totals (default: this
@@ -48,6 +50,10 @@ const OPTIONS = {
   "upstream-model": { type: "string" },
   rpm: { type: "string" },
   "user-rpm": { type: "string" },
+  tpm: { type: "string" },
+  "user-tpm": { type: "string" },
+  budget: { type: "string" },
+  "user-budget": { type: "string" },
   "input-price": { type: "string" },
   "output-price": { type: "string" },
   "cached-input-price": { type: "string" },
@@ -155,6 +161,10 @@ const COMMANDS = {
         defined({
           requests_per_minute: numberOrText(values.rpm),
           user_requests_per_minute: numberOrText(values["user-rpm"]),
+          tokens_per_minute: numberOrText(values.tpm),
+          user_tokens_per_minute: numberOrText(values["user-tpm"]),
+          monthly_budget_usd: numberOrText(values.budget),
+          user_monthly_budget_usd: numberOrText(values["user-budget"]),
         }),
       )
       .then((org) => ({ json: org, rows: [org] })),

@@ -4,7 +4,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, expect, vi, type MockInstance } from "vitest";
 import { hashKey } from "../src/auth";
 import worker from "../src/index";
-import type { ModelRecord } from "../src/records";
+import type { ModelRecord, OrgRecord } from "../src/records";
 import type { Env } from "../src/types";
 
 export const GATEWAY = "https://gateway.test";
@@ -30,7 +30,7 @@ export async function seedTenant(
   options: {
     models?: Record<string, ModelRecord>;
     grants?: string[];
-    orgLimits?: { requests_per_minute?: number; user_requests_per_minute?: number };
+    orgLimits?: OrgRecord;
     org?: string;
     revoked?: boolean;
   } = {},
@@ -267,4 +267,44 @@ export async function expectVerbatim(
   expect(response.headers.get("retry-after")).toBe(headers["retry-after"] ?? null);
   expect(response.headers.get("cache-control")).toBe("no-store");
   expect(response.headers.get("x-request-id")).toBeTruthy();
+}
+
+const encoder = new TextEncoder();
+
+/** The size in bytes of `body` sent as its JSON text: what a reservation counts a token per 4 of. */
+export const jsonBytes = (body: unknown) => encoder.encode(JSON.stringify(body)).byteLength;
+
+/**
+ * A body for `route` that reserves exactly `reserve` tokens at admission (a token per 4 bytes of
+ * its JSON text, plus its output cap) and that the mock upstream answers with a usage of exactly
+ * `use` tokens (a one-word prompt, a reply of `use - 1` words). `extra` adds fields (a `mock` cue
+ * is merged with the reply's); send it as `JSON.stringify(body)`.
+ *
+ * @example
+ * await postRaw("/v1/chat/completions", tenant, JSON.stringify(reserving("chat", tenant.model, 500, 6)), id);
+ */
+export function reserving(
+  route: "chat" | "responses",
+  model: string,
+  reserve: number,
+  use: number,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const mock = { reply: Array.from({ length: use - 1 }, () => "w").join(" "), ...(extra.mock as object) };
+  const cap = route === "chat" ? "max_tokens" : "max_output_tokens";
+  for (let output = reserve - 1; output >= 1; output--) {
+    // Spaces after the prompt's word add bytes, not words.
+    const prompt = (pad: number) => `hi${" ".repeat(pad)}`;
+    const body = (pad: number) => ({
+      model,
+      ...(route === "chat" ? { messages: [{ role: "user", content: prompt(pad) }] } : { input: prompt(pad) }),
+      [cap]: output,
+      ...extra,
+      mock,
+    });
+    // The body's quarter-bytes must come to what `output` leaves of the reservation.
+    const room = 4 * (reserve - output) - jsonBytes(body(0));
+    if (room >= 0) return body(room);
+  }
+  throw new Error(`no ${route} body reserves ${reserve} tokens`);
 }

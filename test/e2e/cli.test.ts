@@ -172,6 +172,32 @@ describe("npm run admin", () => {
     const result = await cli(["orgs", "put", "acme", "--rpm", "1.5"]);
     expect(result.code).toBe(1);
     expect(result.stderr).toContain("requests_per_minute");
+    const tokens = await cli(["orgs", "put", "acme", "--tpm", "1.5"]);
+    expect(tokens.code).toBe(1);
+    expect(tokens.stderr).toContain(
+      "Invalid 'tokens_per_minute': must be a positive integer. (invalid_body, param tokens_per_minute)",
+    );
+    const budget = await cli(["orgs", "put", "acme", "--user-budget", "0"]);
+    expect(budget.code).toBe(1);
+    expect(budget.stderr).toContain(
+      "Invalid 'user_monthly_budget_usd': must be a positive number. (invalid_body, param user_monthly_budget_usd)",
+    );
+  });
+
+  it("sets an org's token limits and monthly budgets, and shows them", async () => {
+    const limits = {
+      id: "budgeted",
+      tokens_per_minute: 50_000,
+      user_tokens_per_minute: 10_000,
+      monthly_budget_usd: 12.5,
+      user_monthly_budget_usd: 2,
+    };
+    const args = ["--tpm", "50000", "--user-tpm", "10000", "--budget", "12.5", "--user-budget", "2"];
+    expect(await json(["orgs", "put", "budgeted", ...args])).toEqual(limits);
+    expect(await json(["orgs", "get", "budgeted"])).toEqual(limits);
+    const table = await cli(["orgs", "get", "budgeted"]);
+    expect(table.stdout).toContain("monthly_budget_usd");
+    expect(table.stdout).toContain("12.5");
   });
 
   it("says what is missing, exiting 2", async () => {
