@@ -308,3 +308,40 @@ export function reserving(
   }
   throw new Error(`no ${route} body reserves ${reserve} tokens`);
 }
+
+/**
+ * Polls `check` until it passes (5 s at most). Not vi.waitFor, which under fake timers moves Date on
+ * by its interval at every try: the tests that freeze the org gate's clock count every millisecond.
+ */
+export async function until<T>(check: () => Promise<T>): Promise<T> {
+  for (let tries = 0; ; tries++) {
+    try {
+      return await check();
+    } catch (err) {
+      if (tries >= 100) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+export interface UsageTotal {
+  requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  cost_usd: number;
+}
+
+/**
+ * The org's usage this month once it counts `requests` requests. The gate call that records usage
+ * also settles the requests' token reservations and adds to the month's spend, so those are done.
+ */
+export function usageOnce(org: string, requests: number): Promise<UsageTotal> {
+  return until(async () => {
+    const response = await gateway(`/admin/orgs/${org}/usage`, {
+      headers: { authorization: "Bearer test-admin-token" },
+    });
+    const { total } = await response.json<{ total: UsageTotal }>();
+    expect(total.requests).toBe(requests);
+    return total;
+  });
+}

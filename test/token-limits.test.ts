@@ -15,7 +15,9 @@ import {
   reserving,
   seedTenant,
   unique,
+  until,
   upstreamRequests,
+  usageOnce,
   type Tenant,
 } from "./helpers";
 
@@ -53,34 +55,10 @@ async function chatUsing(tenant: Tenant, reserve: number, use: number, extra: Re
   return response.status;
 }
 
-/**
- * Polls `check` until it passes (5 s at most). Not vi.waitFor: under fake timers that moves Date on
- * by its interval at every try, and these tests count every millisecond of the gate's clock.
- */
-async function until<T>(check: () => Promise<T>): Promise<T> {
-  for (let tries = 0; ; tries++) {
-    try {
-      return await check();
-    } catch (err) {
-      if (tries >= 100) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-}
-
-/**
- * The tokens the org's requests used, once its usage counts `requests` requests: the call that
- * records usage is the one that settles reservations, so they are settled too.
- */
-function settled(org: string, requests: number): Promise<number> {
-  return until(async () => {
-    const response = await gateway(`/admin/orgs/${org}/usage`, { headers: ADMIN });
-    const { total } = await response.json<{
-      total: { requests: number; input_tokens: number; output_tokens: number };
-    }>();
-    expect(total.requests).toBe(requests);
-    return total.input_tokens + total.output_tokens;
-  });
+/** The tokens the org's requests used, once `requests` of them are recorded (and so settled). */
+async function settled(org: string, requests: number): Promise<number> {
+  const total = await usageOnce(org, requests);
+  return total.input_tokens + total.output_tokens;
 }
 
 /** Asserts the contract's 429 for a token limit: the scope, the limit, and (if given) the exact wait. */
@@ -258,8 +236,11 @@ describe("when a request ends", () => {
         const reader = response.body!.getReader();
         const decoder = new TextDecoder();
         let received = "";
-        while (received.split('"content":"tok').length - 1 < 3)
-          received += decoder.decode((await reader.read()).value);
+        while (received.split('"content":"tok').length - 1 < 3) {
+          const { done, value } = await reader.read();
+          if (done) throw new Error(`the stream ended after ${received}`);
+          received += decoder.decode(value);
+        }
         await reader.cancel();
       },
     },
