@@ -621,6 +621,19 @@ describe("admin orgs", () => {
     expect((await chat(tenant)).status).toBe(429);
   });
 
+  it("puts and gets token limits and budgets, fractions of a dollar included", async () => {
+    const org = unique("org");
+    const record = {
+      tokens_per_minute: 50_000,
+      user_tokens_per_minute: 10_000,
+      monthly_budget_usd: 12.5,
+      user_monthly_budget_usd: 0.01,
+    };
+    expect(await (await adminCall("PUT", `/orgs/${org}`, record)).json()).toEqual({ id: org, ...record });
+    expect(await (await adminCall("GET", `/orgs/${org}`)).json()).toEqual({ id: org, ...record });
+    expect(JSON.parse((await env.GATEWAY_KV.get(`org:${org}`))!)).toEqual(record);
+  });
+
   for (const [what, body, param, message] of [
     [
       "a negative limit",
@@ -651,6 +664,48 @@ describe("admin orgs", () => {
       { requests_per_minute: 10_000_001 },
       "requests_per_minute",
       "Invalid 'requests_per_minute': must be at most 10000000.",
+    ],
+    [
+      "a fractional token limit",
+      { tokens_per_minute: 1.5 },
+      "tokens_per_minute",
+      "Invalid 'tokens_per_minute': must be a positive integer.",
+    ],
+    [
+      "a zero user token limit",
+      { user_tokens_per_minute: 0 },
+      "user_tokens_per_minute",
+      "Invalid 'user_tokens_per_minute': must be a positive integer.",
+    ],
+    [
+      "a token limit over 10,000,000,000",
+      { tokens_per_minute: 10_000_000_001 },
+      "tokens_per_minute",
+      "Invalid 'tokens_per_minute': must be at most 10000000000.",
+    ],
+    [
+      "a string budget",
+      { monthly_budget_usd: "5" },
+      "monthly_budget_usd",
+      "Invalid 'monthly_budget_usd': must be a positive number.",
+    ],
+    [
+      "a zero budget",
+      { monthly_budget_usd: 0 },
+      "monthly_budget_usd",
+      "Invalid 'monthly_budget_usd': must be a positive number.",
+    ],
+    [
+      "a negative user budget",
+      { user_monthly_budget_usd: -1 },
+      "user_monthly_budget_usd",
+      "Invalid 'user_monthly_budget_usd': must be a positive number.",
+    ],
+    [
+      "a budget over 1,000,000",
+      { monthly_budget_usd: 1_000_001 },
+      "monthly_budget_usd",
+      "Invalid 'monthly_budget_usd': must be at most 1000000.",
     ],
   ] as const) {
     it(`refuses ${what}, writing nothing`, async () => {

@@ -12,9 +12,11 @@ import {
   gatewayWith,
   mockStats,
   postRaw,
+  reserving,
   seedTenant,
   unique,
   upstreamRequests,
+  usageOnce,
   type Tenant,
 } from "./helpers";
 import {
@@ -801,6 +803,78 @@ describe("rate limits", () => {
       for (const tenant of [first, second]) {
         const id = unique("org-limited");
         await expectRateLimited(await send(route, tenant, {}, id), id, "organization");
+      }
+    },
+  );
+
+  const kind = (route: ModelRoute) => (route.path === "/v1/chat/completions" ? "chat" : "responses");
+  const sendBody = (route: ModelRoute, tenant: Tenant, body: Fields, requestId = unique("contract")) =>
+    postRaw(route.path, tenant, json(body), requestId);
+
+  onEveryRoute(
+    "answers 429 with Retry-After and retry-after-ms once a scope's tokens of the last minute are spent, naming the scope and the limit",
+    async (route) => {
+      const orgLimits = { requests_per_minute: 100, tokens_per_minute: 1000, user_tokens_per_minute: 500 };
+      const first = await seedTenant({ orgLimits });
+      const second = await seedTenant({ org: first.org, orgLimits });
+      const third = await seedTenant({ org: first.org, orgLimits });
+      // The first user spends its 500; then the second spends the org's other 500, so the third
+      // user, with room of its own, is refused in the org's name.
+      for (const [spender, who, scope, limit] of [
+        [first, first, "user", 500],
+        [second, third, "organization", 1000],
+      ] as const) {
+        const admitted = await sendBody(route, spender, reserving(kind(route), spender.model, 500, 500));
+        expect(admitted.status).toBe(200);
+        await admitted.arrayBuffer();
+        const id = unique("token-limited");
+        const refused = await sendBody(route, who, reserving(kind(route), who.model, 40, 2), id);
+        const ms = Number(refused.headers.get("retry-after-ms"));
+        expect(refused.headers.get("retry-after-ms")).toMatch(/^\d+$/);
+        expect(ms).toBeGreaterThan(0);
+        expect(ms).toBeLessThanOrEqual(60_000);
+        expect(refused.headers.get("retry-after")).toBe(String(Math.max(1, Math.ceil(ms / 1000))));
+        await expectRefusal(refused, id, {
+          status: 429,
+          type: "rate_limit_error",
+          code: "rate_limit_exceeded",
+          param: null,
+          message: `Rate limit reached for this ${scope}: ${limit} tokens per minute.`,
+        });
+        await expectNotForwarded(id);
+      }
+    },
+  );
+
+  onEveryRoute(
+    "answers 403 budget_exceeded without Retry-After once a monthly budget is spent, before the rate limit, naming the scope",
+    async (route) => {
+      const model = unique("priced");
+      const budgets = [
+        ["organization", { monthly_budget_usd: 0.0001 }],
+        ["user", { user_monthly_budget_usd: 0.0001 }],
+      ] as const;
+      for (const [scope, budget] of budgets) {
+        const tenant = await seedTenant({
+          // A request costs far more than the budget: 100 dollars per million tokens.
+          models: { [model]: { pricing: { input_per_mtok: 100, output_per_mtok: 100 } } },
+          orgLimits: { requests_per_minute: 1, ...budget },
+        });
+        expect((await send(route, tenant)).status).toBe(200);
+        await usageOnce(tenant.org, 1);
+        // The org's one request of the minute is spent too: the budget answers.
+        const id = unique("over-budget");
+        const refused = await send(route, tenant, {}, id);
+        expect(refused.headers.get("retry-after")).toBeNull();
+        expect(refused.headers.get("retry-after-ms")).toBeNull();
+        await expectRefusal(refused, id, {
+          status: 403,
+          type: "permission_error",
+          code: "budget_exceeded",
+          param: null,
+          message: `Budget reached for this ${scope}: 0.0001 USD per month.`,
+        });
+        await expectNotForwarded(id);
       }
     },
   );

@@ -50,6 +50,10 @@ describe("org records", () => {
     ["a word", { user_requests_per_minute: "lots" }],
     ["null", { user_requests_per_minute: null }],
     ["a misspelt field", { request_per_minute: 5 }],
+    ["a fractional token limit", { tokens_per_minute: 2.5 }],
+    ["a token limit as a string", { user_tokens_per_minute: "1000" }],
+    ["a zero budget", { monthly_budget_usd: 0 }],
+    ["a budget as a string", { user_monthly_budget_usd: "5" }],
   ] as const) {
     it(`refuses every request of an org whose record has ${what}`, async () => {
       const tenant = await seedTenant();
@@ -337,6 +341,7 @@ describe("vars", () => {
     ["BODY_TIMEOUT_MS", "10s"],
     ["MAX_EVENT_BYTES", "0x10"],
     ["USAGE_RETENTION_DAYS", "90d"],
+    ["DEFAULT_MAX_OUTPUT_TOKENS", "4k"],
     ["UPSTREAM_BASE_URL", "not a url"],
   ] as const) {
     it(`stops serving, with the var named in the log, when ${name} is ${JSON.stringify(value)}`, async () => {
@@ -376,6 +381,7 @@ describe("vars", () => {
         BODY_TIMEOUT_MS: undefined,
         MAX_EVENT_BYTES: undefined,
         USAGE_RETENTION_DAYS: undefined,
+        DEFAULT_MAX_OUTPUT_TOKENS: undefined,
       },
       "/v1/chat/completions",
       {
