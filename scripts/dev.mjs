@@ -26,7 +26,14 @@ async function seedDemo(url) {
     pricing: { input_per_mtok: 2.5, output_per_mtok: 10 },
   });
   await admin.putGroup("demo", ["*"]);
-  await admin.putOrg("demo", { requests_per_minute: 600, user_requests_per_minute: 120 });
+  await admin.putOrg("demo", {
+    requests_per_minute: 600,
+    user_requests_per_minute: 120,
+    tokens_per_minute: 1_000_000,
+    user_tokens_per_minute: 200_000,
+    monthly_budget_usd: 100,
+    user_monthly_budget_usd: 20,
+  });
   const { key } = await admin.createKey({ org: "demo", user: "dev", group: "demo", name: "npm run dev" });
   return key;
 }
