@@ -313,6 +313,7 @@ export class OrgGate extends DurableObject {
    */
   private settle({ ticket, user, reserved, used }: Settlement, now: number) {
     const delta = used - reserved;
+    if (delta === 0) return;
     const at = admissionTime(ticket);
     const org = this.scope("org", now);
     const own = this.scope(`user:${user}`, now);
