@@ -33,7 +33,7 @@ const TESTS = {
   "src/upstream.ts": ["contract", "hostile", "clients", "usage"],
   "src/streaming/sse.ts": ["sse", "properties"],
   "src/streaming/stream.ts": ["contract", "responses-stream", "usage", "clients"],
-  "src/streaming/dialects.ts": ["usage", "responses-stream", "contract", "clients"],
+  "src/streaming/dialects.ts": ["dialects", "usage", "responses-stream", "contract", "clients"],
   "src/admin/index.ts": ["admin", "records", "cache", "usage"],
   "src/admin/keys.ts": ["admin", "keys", "rate-limit"],
   "src/admin/schemas.ts": ["admin"],
