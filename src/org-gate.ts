@@ -267,10 +267,10 @@ export class OrgGate extends DurableObject {
       !isOptionalLimit(limits.tokens) ||
       !isOptionalLimit(limits.userTokens) ||
       !isOptionalLimit(limits.budget) ||
-      !isOptionalLimit(limits.userBudget) ||
-      !isLimit(estimate)
+      !isOptionalLimit(limits.userBudget)
     )
-      throw new RangeError("limits and estimates must be positive integers");
+      throw new RangeError("limits must be positive integers");
+    if (!isLimit(estimate)) throw new RangeError("an estimate must be a positive integer");
     const now = this.clock();
     // Budgets first: a spent budget is not a matter of waiting.
     if (limits.budget !== undefined && this.spend.org(now) >= limits.budget)

@@ -639,6 +639,27 @@ describe("body", () => {
     await expectNotForwarded(id);
   });
 
+  onEveryRoute("takes a body that arrives in parts within BODY_TIMEOUT_MS", async (route) => {
+    const tenant = await seedTenant();
+    const id = unique("slow-body");
+    const encoder = new TextEncoder();
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(encoder.encode(`{"model":"${tenant.model}",`));
+        await scheduler.wait(150);
+        controller.enqueue(encoder.encode(`${fieldsText(route)}}`));
+        controller.close();
+      },
+    });
+    const response = await postWith({ BODY_TIMEOUT_MS: "2000" }, route, tenant, body, id);
+    expect(response.status).toBe(200);
+    await response.text();
+    expect(JSON.parse((await upstreamRequests(id))[0]!.body)).toEqual({
+      model: tenant.model,
+      ...route.fields,
+    });
+  });
+
   onEveryRoute(
     "answers 408 to a body that trickles in past BODY_TIMEOUT_MS, forwarding nothing",
     async (route) => {

@@ -160,6 +160,32 @@ describe("SseFramer dropping events", () => {
     ]);
   });
 
+  it("sends the \\n of a kept event's split \\r\\n after a dropped event's was dropped", () => {
+    // Each split `\r\n` decides its `\n` by the event its `\r` ended, not by one dropped earlier.
+    expect(framedWithout(["data: usage\r\n\r", "\ndata: b\r\n\r", "\ndata: c\r\n\r\n"], "usage")).toEqual([
+      null,
+      "data: b\r\n\r",
+      "\ndata: c\r\n\r\n",
+    ]);
+    expect(framedWithout(["data: usage\n\ndata: b\r\r", "\ndata: c\n\n"], "usage")).toEqual([
+      "data: b\r\r",
+      "\ndata: c\n\n",
+    ]);
+  });
+
+  it("reads a blank line right after a dropped event's split \\r\\n as an event of its own", () => {
+    const events: string[] = [];
+    const framer = new SseFramer({
+      onEvent: (e) => {
+        events.push(decoder.decode(e));
+        return events.at(-1)!.includes("usage") ? "drop" : undefined;
+      },
+    });
+    expect(framer.push(encoder.encode("data: usage\r\n\r"))).toBeNull();
+    expect(decoder.decode(framer.push(encoder.encode("\n\ndata: b\n\n"))!)).toBe("\ndata: b\n\n");
+    expect(events).toEqual(["data: usage\r\n\r", "\n", "data: b\n\n"]);
+  });
+
   it("keeps what follows a dropped event ending in a lone \\r", () => {
     expect(framedWithout(["data: usage\r\r", "data: b\r\r"], "usage")).toEqual([null, "data: b\r\r"]);
   });
@@ -198,6 +224,12 @@ describe("SseFramer stopping", () => {
     expect(framer.stopped).toBe(true);
     expect(framer.overflowed).toBe(false);
     expect(framer.tail.length).toBe(0);
+  });
+
+  it("stops at once after a last event that ends its chunk with \\n", () => {
+    const { framer, outputs } = framedUntilDone(["data: a\n\ndata: [DONE]\n\n", "\n", "data: late\n\n"]);
+    expect(outputs).toEqual(["data: a\n\ndata: [DONE]\n\n", null, null]);
+    expect(framer.stopped).toBe(true);
   });
 
   it("after a last event whose blank line ended a chunk with \\r, returns only its \\n", () => {

@@ -13,6 +13,7 @@ import {
   gateway,
   gatewayWith,
   openai,
+  postRaw,
   responses,
   seedTenant,
   unique,
@@ -178,6 +179,25 @@ describe("usage of answered requests", () => {
         LOG_WAIT,
       );
     }
+  });
+
+  it("rewrites a renamed model and the caller's stream_options after it in one body, each value in place", async () => {
+    const alias = unique("alias");
+    const tenant = await seedTenant({ models: { [alias]: { upstream_model: "real/model-2" } } });
+    const id = unique("rename-usage");
+    // The usage edit comes after the model's in the text but is made first: the edits are sorted.
+    const body = (model: string, options: string) =>
+      `{"model": "${model}", "messages": [{"role": "user", "content": "a b"}], "stream": true,` +
+      ` "stream_options": ${options}, "n": 1}`;
+    const response = await postRaw(
+      "/v1/chat/completions",
+      tenant,
+      body(alias, '{"include_usage": false}'),
+      id,
+    );
+    expect(response.status).toBe(200);
+    await response.text();
+    expect((await upstreamRequests(id))[0]!.body).toBe(body("real/model-2", '{"include_usage":true}'));
   });
 
   it("gives the openai client its usage chunk when it asks, and none when it does not", async () => {
