@@ -329,6 +329,38 @@ describe("when a request ends", () => {
   });
 });
 
+describe("a token window over minutes of traffic", () => {
+  it("keeps exact counts as its per-second sums expire and are cut off, and settles after that", async () => {
+    const advance = freezeClock();
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 6000 }) });
+    // A request of 100 every second for 130 s: the window's seconds expire and are cut off twice.
+    for (let second = 0; second < 130; second++) {
+      expect(await chatUsing(tenant, 100, 100)).toBe(200);
+      advance(1_000);
+    }
+    // The last 59 are in the window: 5900. One more of 101 waits for the oldest, a second away.
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 101, 2)),
+      "organization",
+      6000,
+      1_000,
+    );
+    // One that reserves 100 and uses 50 leaves 5950 charged.
+    expect(await chatUsing(tenant, 100, 50)).toBe(200);
+    await settled(tenant.org, 131);
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 51, 2)),
+      "organization",
+      6000,
+      1_000,
+    );
+    expect(await chatUsing(tenant, 50, 2)).toBe(200);
+    // A minute later all of it has left the window at once: the whole limit is free.
+    advance(WINDOW_MS);
+    expect(await chatUsing(tenant, 6000, 2)).toBe(200);
+  }, 60_000);
+});
+
 describe("Retry-After of a token limit", () => {
   it("is the exact time until enough of the window has expired, and a request sent then is admitted", async () => {
     const advance = freezeClock();
