@@ -274,8 +274,12 @@ describe("estimated usage", () => {
     const reader = (await chat(tenant, body, { "x-request-id": id })).body!.getReader();
     const decoder = new TextDecoder();
     let received = "";
-    while (received.split('"content":"tok').length - 1 < 3)
-      received += decoder.decode((await reader.read()).value);
+    while (received.split('"content":"tok').length - 1 < 3) {
+      const { done, value } = await reader.read();
+      // A stream that ends before three deltas would otherwise be read for ever.
+      expect(done).toBe(false);
+      received += decoder.decode(value);
+    }
     await reader.cancel();
     const result = await reportWhen(tenant.org, 1);
     await vi.waitFor(
