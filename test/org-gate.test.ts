@@ -117,6 +117,18 @@ describe("a restarted gate", () => {
     expect(await statuses(tenant, 3)).toEqual([200, 200, 429]);
   });
 
+  it("does not count, and drops, a stored key it never writes", async () => {
+    freezeClock();
+    const tenant = await seedTenant({ orgLimits: { requests_per_minute: 1, user_requests_per_minute: 1 } });
+    const foreign = `a:${String(Date.now()).padStart(15, "0")}:000000001x`;
+    await runInDurableObject(gate(tenant.org), (_, state) =>
+      state.storage.put(foreign, { user: tenant.user, tokens: 1 }),
+    );
+    await evictDurableObject(gate(tenant.org));
+    expect(await status(tenant)).toBe(200);
+    expect(await storedAdmissions(tenant.org)).toEqual([expect.stringMatching(/^a:\d{15}:\d{9}$/)]);
+  });
+
   it("keeps a revocation for a day, through any number of restarts, then leaves it to KV", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant();
