@@ -8,6 +8,7 @@
 // from the start, static (module top level) mutants included, as `reloadEnvironment` asks.
 import { declareClassPlugin, PluginKind, tokens } from "@stryker-mutator/api/plugin";
 import { DryRunStatus, MutantRunStatus, TestStatus } from "@stryker-mutator/api/test-runner";
+import { appendFileSync } from "node:fs";
 import { createVitest } from "vitest/node";
 
 /** The test files for this run, set by scripts/mutate.mjs (space separated, relative to the root). */
@@ -112,6 +113,25 @@ class WorkerdVitestRunner {
   }
 }
 
+/**
+ * Appends each mutant's result to the file MUTATE_PROGRESS_FILE names, as it comes: Stryker writes
+ * its reports only at the end of a run, and a run of hours that is stopped would otherwise leave
+ * nothing. One JSON line per mutant: its id, status, line, mutator, replacement and killing tests.
+ */
+class ProgressFileReporter {
+  static inject = tokens();
+
+  /** @param {import("@stryker-mutator/api/core").MutantResult} result */
+  onMutantTested(result) {
+    const file = process.env.MUTATE_PROGRESS_FILE;
+    if (!file) return;
+    const { id, status, location, mutatorName, replacement, killedBy, statusReason } = result;
+    const line = { id, status, line: location.start.line, mutatorName, replacement, killedBy, statusReason };
+    appendFileSync(file, JSON.stringify(line) + "\n");
+  }
+}
+
 export const strykerPlugins = [
   declareClassPlugin(PluginKind.TestRunner, "workerd-vitest", WorkerdVitestRunner),
+  declareClassPlugin(PluginKind.Reporter, "progress-file", ProgressFileReporter),
 ];

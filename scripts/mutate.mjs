@@ -35,7 +35,7 @@ const TESTS = {
   "src/upstream.ts": ["contract", "hostile", "clients", "usage"],
   "src/streaming/sse.ts": ["sse", "properties"],
   "src/streaming/stream.ts": ["contract", "responses-stream", "usage", "clients"],
-  "src/streaming/dialects.ts": ["dialects", "usage", "responses-stream", "contract", "clients"],
+  "src/streaming/dialects.ts": ["dialects", "usage", "responses-stream", "clients", "contract"],
   "src/admin/index.ts": ["admin", "records", "cache", "usage"],
   "src/admin/keys.ts": ["admin", "keys", "rate-limit"],
   "src/admin/schemas.ts": ["admin"],
@@ -103,6 +103,9 @@ function readSummary() {
 for (const file of files) {
   // Read by scripts/mutate-runner.mjs and vitest.config.ts in Stryker's runner process.
   process.env.MUTATE_TEST_FILES = TESTS[file].map((name) => `test/${name}.test.ts`).join(" ");
+  // Each mutant's result as it comes (scripts/mutate-runner.mjs): what a stopped run leaves.
+  process.env.MUTATE_PROGRESS_FILE = `reports/mutation/${file.replaceAll("/", "_")}.progress.jsonl`;
+  writeFileSync(process.env.MUTATE_PROGRESS_FILE, "");
   const stryker = new Stryker({
     plugins: ["./scripts/mutate-runner.mjs"],
     testRunner: "workerd-vitest",
@@ -113,7 +116,7 @@ for (const file of files) {
     // Added to 1.5 times the dry run's time: a mutant that hangs the Worker (a loop that never
     // ends) is detected without waiting long, and a timeout restarts vitest besides.
     timeoutMS: 10_000,
-    reporters: ["clear-text", "json", "progress-append-only"],
+    reporters: ["clear-text", "json", "progress-append-only", "progress-file"],
     jsonReporter: { fileName: `reports/mutation/${file.replaceAll("/", "_")}.json` },
     // A rerun tests again only the mutants whose code or tests changed since the last run.
     incremental: true,
