@@ -1,9 +1,10 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import OpenAI from "openai";
-import { afterAll, beforeAll, expect, vi, type MockInstance } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { hashKey } from "../src/auth";
 import worker from "../src/index";
+import { onLogLine } from "./log-tap";
 import type { ModelRecord, OrgRecord } from "../src/records";
 import type { Env } from "../src/types";
 
@@ -242,14 +243,15 @@ export const LOG_WAIT = { timeout: 5_000 };
  * with its own request ids) never restore it under each other.
  */
 export function captureLogLines(): (requestId: string) => Array<Record<string, unknown>> {
-  let spy: MockInstance<typeof console.log>;
+  const lines: string[] = [];
+  let stop: (() => void) | undefined;
   beforeAll(() => {
-    spy = vi.spyOn(console, "log");
+    stop = onLogLine((line) => lines.push(line));
   });
-  afterAll(() => spy.mockRestore());
+  afterAll(() => stop?.());
   return (requestId) =>
-    spy.mock.calls
-      .map((args) => JSON.parse(String(args[0])) as Record<string, unknown>)
+    lines
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
       .filter((line) => line.request_id === requestId);
 }
 
