@@ -79,6 +79,8 @@ describe("the chat dialect's end", () => {
     expect(complete("data: [DONE]\r")).toBe("\r");
     expect(complete("id: 3\ndata:[DONE]\n")).toBe("\n");
     expect(complete("data: [DONE]")).toBeNull();
+    // Not ended by a line ending: one more byte is not a line ending to stand in for.
+    expect(complete("data: [DONE]x")).toBeNull();
     expect(complete("data: [DON")).toBeNull();
     expect(complete("data: [DONE] x\n")).toBeNull();
     expect(complete('data: {"a":"[DONE]"}\n')).toBeNull();
@@ -324,6 +326,7 @@ describe("the Responses dialect", () => {
     expect(complete(`${done}\r\n`)).toBe("\r\n");
     expect(complete(`${done}\r`)).toBe("\r");
     expect(complete(done)).toBeNull();
+    expect(complete(`${done}}`)).toBeNull();
     expect(complete('data: {"type":"response.completed"\n')).toBeNull();
     expect(complete('data: {"type":"response.output_text.delta"}\n')).toBeNull();
   });
