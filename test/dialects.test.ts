@@ -45,6 +45,7 @@ describe("the chat dialect's end", () => {
     ["data: [DONE] \n\n"],
     ["data:  [DONE]\n\n"],
     ["data: [DONE]\ndata: more\n\n"],
+    ["data: [DONE]\ndata:\n\n"],
     [": data: [DONE]\n\n"],
     ['data: {"text":"[DONE]"}\n\n'],
     ["data: [done]\n\n"],
