@@ -1,4 +1,4 @@
-import { Hono, type MiddlewareHandler } from "hono";
+import type { MiddlewareHandler } from "hono";
 import { bearerToken, isPresentableToken } from "../auth";
 import { parseBody, readBody } from "../body";
 import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./schemas";
@@ -6,7 +6,7 @@ import { GatewayError, InternalFault } from "../errors";
 import { createKey, listKeys, revokeKey } from "./keys";
 import { usageReport } from "./usage";
 import { deleteRecord, inspectRecord, listRecords, writeRecord, type Listed } from "../records";
-import { methodNotAllowed } from "../routing";
+import { methodNotAllowed, newApp } from "../routing";
 import type { AppEnv } from "../types";
 import * as v from "valibot";
 
@@ -44,7 +44,7 @@ const shown = <T extends object>(entry: Listed<T>) =>
 const list = <T>(data: T[]) => ({ object: "list", data });
 
 /** The operator's API: keys, models, groups and org limits, in exactly the README's KV layout. */
-export const admin = new Hono<AppEnv>();
+export const admin = newApp<AppEnv>();
 
 admin.use(adminAuth());
 
