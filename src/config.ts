@@ -1,14 +1,15 @@
 import type { MiddlewareHandler } from "hono";
 import { InternalFault } from "./errors";
 import type { AppEnv, Env } from "./types";
+import type { Upstream } from "./targets";
 
 export interface Config {
-  upstreamBaseUrl: string;
-  upstreamApiKey: string | undefined;
+  /** The upstream `default`: UPSTREAM_BASE_URL with UPSTREAM_API_KEY as bearer. */
+  upstream: Upstream;
+  maxUpstreamAttempts: number;
   defaultOrgRpm: number;
   defaultUserRpm: number;
   maxBodyBytes: number;
-  upstreamTimeoutMs: number;
   streamIdleTimeoutMs: number;
   bodyTimeoutMs: number;
   maxEventBytes: number;
@@ -32,15 +33,16 @@ function positiveInt(env: Env, name: keyof Env, fallback: number): number {
 }
 
 /**
- * The upstream base: an http(s) URL with no credentials, query or fragment (the gateway appends a
+ * An upstream base: an http(s) URL with no credentials, query or fragment (the gateway appends a
  * path to it), and no whitespace the URL parser would quietly trim. Trailing slashes are dropped.
+ * Undefined when `value` is not one.
  */
-function baseUrl(value: string | undefined): string {
+export function upstreamBase(value: string | undefined): string | undefined {
   let url: URL | undefined;
   try {
     url = value && value.trim() === value ? new URL(value) : undefined;
   } catch {
-    url = undefined;
+    return undefined;
   }
   const usable =
     url &&
@@ -51,9 +53,7 @@ function baseUrl(value: string | undefined): string {
     !url.hash &&
     !value!.includes("?") &&
     !value!.includes("#");
-  if (!usable)
-    throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL without query or fragment");
-  return `${url!.origin}${url!.pathname}`.replace(/\/+$/, "");
+  return usable ? `${url!.origin}${url!.pathname}`.replace(/\/+$/, "") : undefined;
 }
 
 // One env object serves many requests of an isolate; parse it once (a bad var fails every time).
@@ -79,13 +79,22 @@ export function readConfig(env: Env): Config {
 }
 
 function parse(env: Env): Config {
+  const upstreamBaseUrl = upstreamBase(env.UPSTREAM_BASE_URL);
+  if (!upstreamBaseUrl)
+    throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL without query or fragment");
+  const upstreamTimeoutMs = positiveInt(env, "UPSTREAM_TIMEOUT_MS", 60_000);
+  const key = env.UPSTREAM_API_KEY;
   return {
-    upstreamBaseUrl: baseUrl(env.UPSTREAM_BASE_URL),
-    upstreamApiKey: env.UPSTREAM_API_KEY || undefined,
+    upstream: {
+      baseUrl: upstreamBaseUrl,
+      auth: key ? ["authorization", `Bearer ${key}`] : undefined,
+      headers: undefined,
+      timeoutMs: upstreamTimeoutMs,
+    },
+    maxUpstreamAttempts: positiveInt(env, "MAX_UPSTREAM_ATTEMPTS", 3),
     defaultOrgRpm: positiveInt(env, "DEFAULT_ORG_RPM", 600),
     defaultUserRpm: positiveInt(env, "DEFAULT_USER_RPM", 60),
     maxBodyBytes: positiveInt(env, "MAX_BODY_BYTES", 10 * 1024 * 1024),
-    upstreamTimeoutMs: positiveInt(env, "UPSTREAM_TIMEOUT_MS", 60_000),
     streamIdleTimeoutMs: positiveInt(env, "STREAM_IDLE_TIMEOUT_MS", 60_000),
     bodyTimeoutMs: positiveInt(env, "BODY_TIMEOUT_MS", 30_000),
     maxEventBytes: positiveInt(env, "MAX_EVENT_BYTES", 16 * 1024 * 1024),
