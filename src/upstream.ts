@@ -250,6 +250,7 @@ export function proxy(api: ModelApi): MiddlewareHandler<AppEnv> {
     for (let i = 0; ; i++) {
       log.upstream = targets[i]!.upstream;
       log.attempts = i + 1;
+      log.upstream_status = null;
       try {
         const answer = await attempt(c, api, config, targets[i]!, i === last);
         if (answer) return answer;

@@ -153,7 +153,7 @@ describe("failover before the first byte", () => {
     );
     await expectGatewayError(response, 502, "server_error", "upstream_unavailable");
     expect(await calledUpstreams(id)).toEqual([a, b]);
-    expect(await logLine(id)).toMatchObject({ status: 502, upstream: b, attempts: 2 });
+    expect(await logLine(id)).toMatchObject({ status: 502, upstream: b, attempts: 2, upstream_status: null });
   });
 
   it("makes at most MAX_UPSTREAM_ATTEMPTS attempts (3 by default, or as the var says)", async () => {
@@ -178,16 +178,6 @@ describe("failover before the first byte", () => {
     });
     expect(await limited.text()).toBe(`{"from":"${ids[1]}"}`);
     expect(await calledUpstreams(two)).toEqual(ids.slice(0, 2));
-  });
-
-  it("refuses to serve with a MAX_UPSTREAM_ATTEMPTS that is not a positive integer", async () => {
-    const tenant = await seedTenant();
-    const response = await gatewayWith({ MAX_UPSTREAM_ATTEMPTS: "0" }, "/v1/chat/completions", {
-      method: "POST",
-      headers: { authorization: `Bearer ${tenant.key}` },
-      body: JSON.stringify({ model: tenant.model, messages: [{ role: "user", content: "hi" }] }),
-    });
-    await expectGatewayError(response, 500, "server_error", "internal_error");
   });
 
   it("fails over on /v1/responses too", async () => {
