@@ -449,6 +449,22 @@ describe("upstream keys and names", () => {
     expect(await logLine(id)).toMatchObject({ error: "InvalidRecord: invalid upstream record" });
   });
 
+  it("reads no upstream record for a model on the default upstream", async () => {
+    const tenant = await seedTenant();
+    const get = vi.spyOn(env.GATEWAY_KV, "get");
+    try {
+      const id = unique("hot");
+      expect((await chat(tenant, {}, { "x-request-id": id })).status).toBe(200);
+      const keys = get.mock.calls.map(([key]) => String(key));
+      // The spy sees the Worker's reads: the model's record is one of them.
+      expect(keys).toContain(`model:${tenant.model}`);
+      expect(keys.filter((key) => key.startsWith("upstream:"))).toEqual([]);
+      expect(await logLine(id)).toMatchObject({ upstream: "default", attempts: 1 });
+    } finally {
+      get.mockRestore();
+    }
+  });
+
   it("routes a model to the default upstream by name, with its own upstream model", async () => {
     const tenant = await seedTenant({
       models: { [unique("model")]: { upstreams: [{ upstream: "default", model: "renamed" }] } },
