@@ -4,10 +4,12 @@ import {
   LOG_WAIT,
   captureLogLines,
   chat,
+  cue,
   expectGatewayError,
   expectVerbatim,
   gateway,
   gatewayWith,
+  openai,
   responses,
   seedTenant,
   unique,
@@ -178,6 +180,36 @@ describe("failover before the first byte", () => {
     });
     expect(await limited.text()).toBe(`{"from":"${ids[1]}"}`);
     expect(await calledUpstreams(two)).toEqual(ids.slice(0, 2));
+  });
+
+  it("waits for each upstream's headers its own timeout_ms, not UPSTREAM_TIMEOUT_MS (1500 here)", async () => {
+    const quick = await namedUpstream({ timeout_ms: 300 });
+    const patient = await namedUpstream({ timeout_ms: 4_000 });
+    const b = await namedUpstream();
+    const slow = (up: string) => ({ mock: { upstreams: { [up]: { delay_ms: 2_000 } } } });
+    const first = await chat(await routedTenant([quick, b]), slow(quick));
+    expect((await first.json<{ model: string }>()).model).toBe(`m-${b}`);
+    const second = await chat(await routedTenant([patient, b]), slow(patient));
+    expect((await second.json<{ model: string }>()).model).toBe(`m-${patient}`);
+  });
+
+  it("streams the next target's answer to the openai SDK after the first one's 503", async () => {
+    const [a, b] = [await namedUpstream(), await namedUpstream()];
+    const tenant = await routedTenant([a, b]);
+    const stream = await openai(tenant.key).chat.completions.create(
+      cue(
+        { reply: "streamed from b", upstreams: { [a]: { status: 503, body: "{}" } } },
+        { model: tenant.model, messages: [{ role: "user" as const, content: "hi" }], stream: true as const },
+      ),
+    );
+    let text = "";
+    let model = "";
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? "";
+      model = chunk.model;
+    }
+    expect(text).toBe("streamed from b");
+    expect(model).toBe(`m-${b}`);
   });
 
   it("fails over on /v1/responses too", async () => {
