@@ -1,7 +1,18 @@
 import type { MiddlewareHandler } from "hono";
+import { upstreamBase } from "./base-url";
 import { InternalFault } from "./errors";
 import type { AppEnv, Env } from "./types";
-import type { Upstream } from "./targets";
+
+/** An upstream as a request is sent to it: `default` from the vars, others from their records (targets.ts). */
+export interface Upstream {
+  /** The base URL, without a trailing slash; the API's path is appended. */
+  baseUrl: string;
+  /** The header carrying the upstream's key, if one is sent. */
+  auth: readonly [name: string, value: string] | undefined;
+  /** Fixed headers of the upstream record. */
+  headers: Record<string, string> | undefined;
+  timeoutMs: number;
+}
 
 export interface Config {
   /** The upstream `default`: UPSTREAM_BASE_URL with UPSTREAM_API_KEY as bearer. */
@@ -30,30 +41,6 @@ function positiveInt(env: Env, name: keyof Env, fallback: number): number {
   const n = typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer`);
   return n;
-}
-
-/**
- * An upstream base: an http(s) URL with no credentials, query or fragment (the gateway appends a
- * path to it), and no whitespace the URL parser would quietly trim. Trailing slashes are dropped.
- * Undefined when `value` is not one.
- */
-export function upstreamBase(value: string | undefined): string | undefined {
-  let url: URL | undefined;
-  try {
-    url = value && value.trim() === value ? new URL(value) : undefined;
-  } catch {
-    return undefined;
-  }
-  const usable =
-    url &&
-    (url.protocol === "http:" || url.protocol === "https:") &&
-    !url.username &&
-    !url.password &&
-    !url.search &&
-    !url.hash &&
-    !value!.includes("?") &&
-    !value!.includes("#");
-  return usable ? `${url!.origin}${url!.pathname}`.replace(/\/+$/, "") : undefined;
 }
 
 // One env object serves many requests of an isolate; parse it once (a bad var fails every time).

@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { upstreamBase } from "./config";
+import { upstreamBase } from "./base-url";
 import { InternalFault } from "./errors";
 import { cachedRead, forgetCached, isStorableKey, listEntries, type Checked } from "./kv";
 

@@ -1,4 +1,4 @@
-import type { Config } from "./config";
+import type { Config, Upstream } from "./config";
 import { InternalFault } from "./errors";
 import { readRecord, type ModelRecord } from "./records";
 import type { Env } from "./types";
@@ -15,17 +15,6 @@ export interface Target {
   /** The model name sent to that upstream. */
   model: string;
   weight?: number;
-}
-
-/** An upstream as a request is sent to it. */
-export interface Upstream {
-  /** The base URL, without a trailing slash; the API's path is appended. */
-  baseUrl: string;
-  /** The header carrying the upstream's key, if one is sent. */
-  auth: readonly [name: string, value: string] | undefined;
-  /** Fixed headers of the upstream record. */
-  headers: Record<string, string> | undefined;
-  timeoutMs: number;
 }
 
 // A checked model record is the isolate's cached object (records.ts), so its targets are worked out

@@ -1,12 +1,12 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { ModelApi } from "./apis";
-import { readConfig, type Config } from "./config";
+import { readConfig, type Config, type Upstream } from "./config";
 import { withEdits, type Edit } from "./body";
 import { GatewayError, InternalFault } from "./errors";
 import { BodyUsage } from "./metering";
 import { streamResponse } from "./streaming/stream";
 import { attemptOrder, coolDown, COOLDOWN_MS, retryAfterMs, targetsOf, upstreamOf } from "./targets";
-import type { Target, Upstream } from "./targets";
+import type { Target } from "./targets";
 import type { AppEnv } from "./types";
 
 /** The only upstream response headers a caller sees; cookies and hop-by-hop headers never pass. */
