@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import * as v from "valibot";
 import { readConfig } from "./config";
 import { GatewayError } from "./errors";
@@ -9,37 +10,6 @@ import type { AppEnv, GatewayBody } from "./types";
 const tooLarge = (): never => {
   throw new GatewayError("request_too_large");
 };
-
-/**
- * The request's body, refused past `maxBytes`: by its Content-Length when it has one and no
- * Transfer-Encoding (the runtime holds the body to that length), else counted while it arrives, as
- * hono's bodyLimit does; its own 413 response and copy of the request are not needed here.
- */
-async function bytesWithin(request: Request, maxBytes: number): Promise<ArrayBuffer> {
-  const length = request.headers.get("content-length");
-  if (length !== null && !request.headers.has("transfer-encoding")) {
-    if (parseInt(length, 10) > maxBytes) tooLarge();
-    return request.arrayBuffer();
-  }
-  if (!request.body) return new ArrayBuffer(0);
-  const reader = request.body.getReader();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) tooLarge();
-    parts.push(value);
-  }
-  const body = new Uint8Array(size);
-  size = 0;
-  for (const part of parts) {
-    body.set(part, size);
-    size += part.byteLength;
-  }
-  return body.buffer;
-}
 
 const unreadableBody = () => new GatewayError("invalid_body", "The request body could not be read.");
 
@@ -53,6 +23,7 @@ const unreadableBody = () => new GatewayError("invalid_body", "The request body 
  */
 export async function readBody(c: Context<AppEnv>, maxBytes?: number): Promise<ArrayBuffer> {
   const config = readConfig(c.env);
+  const limit = bodyLimit({ maxSize: maxBytes ?? config.maxBodyBytes, onError: tooLarge });
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -60,8 +31,13 @@ export async function readBody(c: Context<AppEnv>, maxBytes?: number): Promise<A
       Math.max(0, config.bodyTimeoutMs - c.get("log").elapsed()),
     );
   });
+  // hono's bodyLimit reads a chunked body whole before it calls next; a sized one is read after.
+  const read = async () => {
+    await limit(c, async () => {});
+    return c.req.arrayBuffer();
+  };
   try {
-    return await Promise.race([bytesWithin(c.req.raw, maxBytes ?? config.maxBodyBytes), deadline]);
+    return await Promise.race([read(), deadline]);
   } catch (err) {
     // What is not the size or the deadline is the body failing to arrive (a client that went
     // away, a length that lied).

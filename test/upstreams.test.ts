@@ -570,18 +570,11 @@ describe("admin API for upstreams", () => {
 
   it("never writes or deletes `default`", async () => {
     const body = JSON.stringify({ base_url: "https://evil.example/v1", auth: "none" });
-    await expectGatewayError(
-      await admin("/upstreams/default", { method: "PUT", body }),
-      400,
-      "invalid_request_error",
-      "invalid_body",
-    );
-    await expectGatewayError(
-      await admin("/upstreams/default", { method: "DELETE" }),
-      400,
-      "invalid_request_error",
-      "invalid_body",
-    );
+    const refusal = "Upstream 'default' is set by the vars.";
+    const put = await admin("/upstreams/default", { method: "PUT", body });
+    expect(await expectGatewayError(put, 400, "invalid_request_error", "invalid_body")).toBe(refusal);
+    const deleted = await admin("/upstreams/default", { method: "DELETE" });
+    expect(await expectGatewayError(deleted, 400, "invalid_request_error", "invalid_body")).toBe(refusal);
     expect(await env.GATEWAY_KV.get("upstream:default")).toBeNull();
   });
 

@@ -178,10 +178,7 @@ const defaultUpstream = (c: Parameters<Handler<AppEnv>>[0]) => ({
 function upstreamId(value: string): string {
   const id = pathId(entityId, value, "upstream");
   if (id === "default")
-    throw new GatewayError(
-      "invalid_body",
-      "The upstream 'default' is UPSTREAM_BASE_URL and UPSTREAM_API_KEY; it cannot be written or deleted.",
-    );
+    throw new GatewayError("invalid_body", "Upstream 'default' is set by the vars.");
   return id;
 }
 
