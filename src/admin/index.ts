@@ -177,8 +177,7 @@ const defaultUpstream = (c: Parameters<Handler<AppEnv>>[0]) => ({
 /** `default` is the vars' upstream: it is changed in wrangler.toml, never through KV. */
 function upstreamId(value: string): string {
   const id = pathId(entityId, value, "upstream");
-  if (id === "default")
-    throw new GatewayError("invalid_body", "Upstream 'default' is set by the vars.");
+  if (id === "default") throw new GatewayError("invalid_body", "Upstream 'default' is set by the vars.");
   return id;
 }
 
