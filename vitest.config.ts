@@ -23,6 +23,9 @@ export default defineConfig({
                 // The real local mock upstream that test/global-setup.ts starts.
                 UPSTREAM_BASE_URL: inject<string>("upstreamBaseUrl"),
                 UPSTREAM_API_KEY: "sk-upstream-test-secret",
+                // The keys of the named upstreams test/upstreams.test.ts writes (Worker secrets).
+                UPSTREAM_A_KEY: "sk-upstream-a-secret",
+                UPSTREAM_B_KEY: "sk-upstream-b-secret",
                 ADMIN_TOKEN: "test-admin-token",
                 UPSTREAM_TIMEOUT_MS: "1500",
                 STREAM_IDLE_TIMEOUT_MS: "1000",

@@ -84,6 +84,15 @@ export class AdminClient {
   putOrg(id, limits) {
     return this.call("PUT", `/orgs/${encodeURIComponent(id)}`, limits);
   }
+  listUpstreams() {
+    return this.call("GET", "/upstreams");
+  }
+  putUpstream(id, record) {
+    return this.call("PUT", `/upstreams/${encodeURIComponent(id)}`, record);
+  }
+  deleteUpstream(id) {
+    return this.call("DELETE", `/upstreams/${encodeURIComponent(id)}`);
+  }
   /** The org's usage report; `query` may hold `from`, `to` and `group_by`. */
   usage(org, query = {}) {
     const search = new URLSearchParams(query).toString();

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// `npm run admin -- <command>`: manage the gateway's keys, models, groups, org limits and budgets, and read
-// an org's usage.
+// `npm run admin -- <command>`: manage the gateway's keys, models, upstreams, groups, org limits and budgets,
+// and read an org's usage.
 import { parseArgs } from "node:util";
 import { AdminClient, AdminError } from "./admin-client.mjs";
 
@@ -15,8 +15,16 @@ Models
   models list
   models put ID [--display-name TEXT] [--upstream-model ID]
              [--input-price X --output-price X [--cached-input-price X]]
-                                    prices in US dollars per million tokens
+             [--upstreams UP[:MODEL],... [--routing fallback|loadbalance]]
+                                    prices in US dollars per million tokens; the
+                                    upstreams in the order they are tried
   models delete ID
+Upstreams
+  upstreams list                    "default" (UPSTREAM_BASE_URL) first; never a key
+  upstreams put ID --base-url URL [--auth bearer|x-api-key|api-key|none] [--secret NAME]
+             [--header K=V]... [--timeout-ms N]
+                                    the key stays a Worker secret: wrangler secret put NAME
+  upstreams delete ID               refused while a model routes to it
 Groups
   groups list
   groups put ID --models ID,ID,...  ("*" grants every model)
@@ -48,6 +56,13 @@ const OPTIONS = {
   models: { type: "string" },
   "display-name": { type: "string" },
   "upstream-model": { type: "string" },
+  upstreams: { type: "string" },
+  routing: { type: "string" },
+  "base-url": { type: "string" },
+  auth: { type: "string" },
+  secret: { type: "string" },
+  header: { type: "string", multiple: true },
+  "timeout-ms": { type: "string" },
   rpm: { type: "string" },
   "user-rpm": { type: "string" },
   tpm: { type: "string" },
@@ -96,8 +111,51 @@ function pricing(values) {
   return Object.keys(prices).length ? prices : undefined;
 }
 
-/** A model as a table row: its pricing flattened into columns. */
-const modelRow = ({ pricing: prices, ...model }) => ({ ...model, ...prices });
+/** `--upstreams a,b:model-name` as a model's `upstreams`: each upstream id, and its model name if given. */
+function targets(text) {
+  if (text === undefined) return undefined;
+  return text
+    .split(",")
+    .map((item) => item.trim())
+    .filter(Boolean)
+    .map((item) => {
+      const at = item.indexOf(":");
+      return at < 0 ? { upstream: item } : { upstream: item.slice(0, at), model: item.slice(at + 1) };
+    });
+}
+
+/** `--header K=V` (repeated) as an upstream's fixed `headers`. */
+function fixedHeaders(pairs) {
+  if (pairs === undefined) return undefined;
+  return Object.fromEntries(
+    pairs.map((pair) => {
+      const at = pair.indexOf("=");
+      if (at <= 0) throw new UsageError(`--header takes NAME=VALUE, not '${pair}'`);
+      return [pair.slice(0, at), pair.slice(at + 1)];
+    }),
+  );
+}
+
+/** A model as a table row: its pricing flattened into columns, its upstreams as `up:model` text. */
+const modelRow = ({ pricing: prices, upstreams, ...model }) => ({
+  ...model,
+  ...(upstreams
+    ? { upstreams: upstreams.map((t) => (t.model ? `${t.upstream}:${t.model}` : t.upstream)).join(", ") }
+    : {}),
+  ...prices,
+});
+
+/** An upstream as a table row: its fixed headers as `K=V` text. */
+const upstreamRow = ({ headers, ...upstream }) => ({
+  ...upstream,
+  ...(headers
+    ? {
+        headers: Object.entries(headers)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(", "),
+      }
+    : {}),
+});
 
 /** The report's rows as a table, the total last in the first group's column. */
 function usageRows(report) {
@@ -132,11 +190,30 @@ const COMMANDS = {
           display_name: values["display-name"],
           upstream_model: values["upstream-model"],
           pricing: pricing(values),
+          upstreams: targets(values.upstreams),
+          routing: values.routing,
         }),
       )
       .then((model) => ({ json: model, rows: [modelRow(model)] })),
   "models delete": (admin, _, args) =>
     admin.deleteModel(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
+  "upstreams list": (admin) =>
+    admin.listUpstreams().then((list) => ({ json: list, rows: list.data.map(upstreamRow) })),
+  "upstreams put": (admin, values, args) =>
+    admin
+      .putUpstream(
+        argument(args, 0, "ID"),
+        defined({
+          base_url: required(values, "base-url"),
+          auth: values.auth,
+          api_key_secret: values.secret,
+          headers: fixedHeaders(values.header),
+          timeout_ms: numberOrText(values["timeout-ms"]),
+        }),
+      )
+      .then((upstream) => ({ json: upstream, rows: [upstreamRow(upstream)] })),
+  "upstreams delete": (admin, _, args) =>
+    admin.deleteUpstream(argument(args, 0, "ID")).then((r) => ({ json: r, rows: [r] })),
   "groups list": (admin) =>
     admin
       .listGroups()

@@ -7,21 +7,9 @@ import { topLevelKeys, type KeyPlace } from "./json-scan";
 import type { BodySchema } from "./schemas";
 import type { AppEnv, GatewayBody } from "./types";
 
-// One hono bodyLimit per size, built once rather than on every request.
-const limiters = new Map<number, MiddlewareHandler>();
-function bodyLimitOf(maxSize: number): MiddlewareHandler {
-  let limiter = limiters.get(maxSize);
-  if (!limiter) {
-    limiter = bodyLimit({
-      maxSize,
-      onError: () => {
-        throw new GatewayError("request_too_large");
-      },
-    });
-    limiters.set(maxSize, limiter);
-  }
-  return limiter;
-}
+const tooLarge = (): never => {
+  throw new GatewayError("request_too_large");
+};
 
 const unreadableBody = () => new GatewayError("invalid_body", "The request body could not be read.");
 
@@ -35,7 +23,7 @@ const unreadableBody = () => new GatewayError("invalid_body", "The request body 
  */
 export async function readBody(c: Context<AppEnv>, maxBytes?: number): Promise<ArrayBuffer> {
   const config = readConfig(c.env);
-  const limit = bodyLimitOf(maxBytes ?? config.maxBodyBytes);
+  const limit = bodyLimit({ maxSize: maxBytes ?? config.maxBodyBytes, onError: tooLarge });
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(

@@ -1,14 +1,26 @@
 import type { MiddlewareHandler } from "hono";
+import { upstreamBase } from "./base-url";
 import { InternalFault } from "./errors";
 import type { AppEnv, Env } from "./types";
 
+/** An upstream as a request is sent to it: `default` from the vars, others from their records (targets.ts). */
+export interface Upstream {
+  /** The base URL, without a trailing slash; the API's path is appended. */
+  baseUrl: string;
+  /** The header carrying the upstream's key, if one is sent. */
+  auth: readonly [name: string, value: string] | undefined;
+  /** Fixed headers of the upstream record. */
+  headers: Record<string, string> | undefined;
+  timeoutMs: number;
+}
+
 export interface Config {
-  upstreamBaseUrl: string;
-  upstreamApiKey: string | undefined;
+  /** The upstream `default`: UPSTREAM_BASE_URL with UPSTREAM_API_KEY as bearer. */
+  upstream: Upstream;
+  maxUpstreamAttempts: number;
   defaultOrgRpm: number;
   defaultUserRpm: number;
   maxBodyBytes: number;
-  upstreamTimeoutMs: number;
   streamIdleTimeoutMs: number;
   bodyTimeoutMs: number;
   maxEventBytes: number;
@@ -29,31 +41,6 @@ function positiveInt(env: Env, name: keyof Env, fallback: number): number {
   const n = typeof value === "string" && /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
   if (!Number.isSafeInteger(n) || n <= 0) throw new ConfigError(`${name} must be a positive integer`);
   return n;
-}
-
-/**
- * The upstream base: an http(s) URL with no credentials, query or fragment (the gateway appends a
- * path to it), and no whitespace the URL parser would quietly trim. Trailing slashes are dropped.
- */
-function baseUrl(value: string | undefined): string {
-  let url: URL | undefined;
-  try {
-    url = value && value.trim() === value ? new URL(value) : undefined;
-  } catch {
-    url = undefined;
-  }
-  const usable =
-    url &&
-    (url.protocol === "http:" || url.protocol === "https:") &&
-    !url.username &&
-    !url.password &&
-    !url.search &&
-    !url.hash &&
-    !value!.includes("?") &&
-    !value!.includes("#");
-  if (!usable)
-    throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL without query or fragment");
-  return `${url!.origin}${url!.pathname}`.replace(/\/+$/, "");
 }
 
 // One env object serves many requests of an isolate; parse it once (a bad var fails every time).
@@ -79,13 +66,22 @@ export function readConfig(env: Env): Config {
 }
 
 function parse(env: Env): Config {
+  const upstreamBaseUrl = upstreamBase(env.UPSTREAM_BASE_URL);
+  if (!upstreamBaseUrl)
+    throw new ConfigError("UPSTREAM_BASE_URL must be an http or https URL without query or fragment");
+  const upstreamTimeoutMs = positiveInt(env, "UPSTREAM_TIMEOUT_MS", 60_000);
+  const key = env.UPSTREAM_API_KEY;
   return {
-    upstreamBaseUrl: baseUrl(env.UPSTREAM_BASE_URL),
-    upstreamApiKey: env.UPSTREAM_API_KEY || undefined,
+    upstream: {
+      baseUrl: upstreamBaseUrl,
+      auth: key ? ["authorization", `Bearer ${key}`] : undefined,
+      headers: undefined,
+      timeoutMs: upstreamTimeoutMs,
+    },
+    maxUpstreamAttempts: positiveInt(env, "MAX_UPSTREAM_ATTEMPTS", 3),
     defaultOrgRpm: positiveInt(env, "DEFAULT_ORG_RPM", 600),
     defaultUserRpm: positiveInt(env, "DEFAULT_USER_RPM", 60),
     maxBodyBytes: positiveInt(env, "MAX_BODY_BYTES", 10 * 1024 * 1024),
-    upstreamTimeoutMs: positiveInt(env, "UPSTREAM_TIMEOUT_MS", 60_000),
     streamIdleTimeoutMs: positiveInt(env, "STREAM_IDLE_TIMEOUT_MS", 60_000),
     bodyTimeoutMs: positiveInt(env, "BODY_TIMEOUT_MS", 30_000),
     maxEventBytes: positiveInt(env, "MAX_EVENT_BYTES", 16 * 1024 * 1024),

@@ -17,6 +17,8 @@ const ERRORS = {
   group_not_found: [400, "invalid_request_error", "Group not found."],
   model_in_use: [409, "invalid_request_error", "The model is still granted by a group."],
   group_in_use: [409, "invalid_request_error", "The group is still used by a key."],
+  upstream_not_found: [400, "invalid_request_error", "Upstream not found."],
+  upstream_in_use: [409, "invalid_request_error", "The upstream is still used by a model."],
   model_access_denied: [403, "permission_error", "This API key may not use this model."],
   budget_exceeded: [403, "permission_error", "Monthly budget reached."],
   rate_limit_exceeded: [429, "rate_limit_error", "Rate limit exceeded."],

@@ -1,4 +1,3 @@
-import { Hono } from "hono";
 import { requestId } from "hono/request-id";
 import { admin } from "./admin";
 import { apiKeyAuth } from "./auth";
@@ -10,14 +9,14 @@ import { accessLog } from "./log";
 import { listModels } from "./models";
 import { admitRequest, refuseRevoked, revokedFirst } from "./admission";
 import { meterUsage } from "./metering";
-import { methodNotAllowed } from "./routing";
+import { methodNotAllowed, newApp } from "./routing";
 import { CHAT, RESPONSES, type ModelApi } from "./apis";
 import { proxy } from "./upstream";
 import type { AppEnv } from "./types";
 
 export { OrgGate } from "./org-gate";
 
-const app = new Hono<AppEnv>();
+const app = newApp<AppEnv>();
 
 app.use(requestId(), accessLog(), requireConfig());
 

@@ -1,4 +1,5 @@
 import * as v from "valibot";
+import { upstreamBase } from "./base-url";
 import { InternalFault } from "./errors";
 import { cachedRead, forgetCached, isStorableKey, listEntries, type Checked } from "./kv";
 
@@ -82,14 +83,121 @@ export const pricingRecord = v.strictObject(
   "must be an object",
 );
 
-/** `model:<id>`: a catalog model; `{}` is a valid one. */
+/** One place a model's requests can go: an upstream, the model name it knows, a share of the traffic. */
+const upstreamTarget = v.strictObject(
+  {
+    upstream: entityId,
+    model: v.optional(modelId),
+    weight: v.optional(
+      v.pipe(
+        v.number("must be a positive number"),
+        v.gtValue(0, "must be a positive number"),
+        v.maxValue(1_000_000, "must be at most 1000000"),
+      ),
+    ),
+  },
+  "must be an object",
+);
+
+/** `model:<id>`: a catalog model; `{}` is a valid one (served by the upstream `default`). */
 export const modelRecord = v.strictObject({
   display_name: v.optional(
     v.pipe(v.string("must be a string"), v.maxLength(200, "must be at most 200 characters")),
   ),
   upstream_model: v.optional(modelId),
   pricing: v.optional(pricingRecord),
+  upstreams: v.optional(
+    v.pipe(
+      v.array(upstreamTarget, "must be an array of upstreams"),
+      v.minLength(1, "must list at least one upstream"),
+      v.maxLength(20, "must list at most 20 upstreams"),
+    ),
+  ),
+  routing: v.optional(
+    v.union([v.literal("fallback"), v.literal("loadbalance")], 'must be "fallback" or "loadbalance"'),
+  ),
 });
+
+/**
+ * Headers an upstream record may not fix: credentials (the key goes only as `auth` says, from a
+ * secret), and what the gateway itself sets or the runtime owns.
+ */
+const RESERVED_HEADER =
+  /^(authorization|proxy-authorization|x-api-key|api-key|cookie|host|content-length|content-type|accept|x-request-id|connection|keep-alive|transfer-encoding|te|trailer|upgrade)$/i;
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$/;
+const headerValueBytes = new TextEncoder();
+
+/** Fixed headers an upstream may carry: a few, named as HTTP names, none reserved, values printable. */
+function fixedHeaders(headers: Record<string, unknown>): headers is Record<string, string> {
+  const entries = Object.entries(headers);
+  return (
+    entries.length <= 20 &&
+    entries.every(
+      ([name, value]) =>
+        HEADER_NAME.test(name) &&
+        !RESERVED_HEADER.test(name) &&
+        typeof value === "string" &&
+        /^[^\p{Cc}]*$/u.test(value) &&
+        headerValueBytes.encode(value).byteLength <= 1000,
+    )
+  );
+}
+
+/**
+ * `upstream:<id>`: where an upstream is, how its key is sent and under which Worker secret it is
+ * kept (the key itself never is in KV). A key is sent unless `auth` is `none`, so a secret name is
+ * required exactly then.
+ */
+export const upstreamRecord = v.pipe(
+  v.strictObject({
+    base_url: v.pipe(
+      v.string("must be a string"),
+      v.check(
+        (url) => upstreamBase(url) !== undefined,
+        "must be an http or https URL without credentials, query or fragment",
+      ),
+      v.transform((url) => upstreamBase(url)!),
+    ),
+    auth: v.optional(
+      v.picklist(
+        ["bearer", "x-api-key", "api-key", "none"],
+        'must be "bearer", "x-api-key", "api-key" or "none"',
+      ),
+    ),
+    api_key_secret: v.optional(
+      v.pipe(
+        v.string("must be a string"),
+        v.regex(/^[A-Z][A-Z0-9_]{0,127}$/, "must be a secret name: A-Z, 0-9 and _, starting with a letter"),
+        v.check((name) => name !== "ADMIN_TOKEN", "must not be ADMIN_TOKEN"),
+      ),
+    ),
+    headers: v.optional(
+      v.pipe(
+        v.looseObject({}, "must be an object"),
+        v.check(
+          fixedHeaders,
+          "must map at most 20 header names (not auth or the gateway's own) to values of at most 1000 bytes without control characters",
+        ),
+      ),
+    ),
+    timeout_ms: v.optional(
+      v.pipe(
+        v.number("must be a positive integer"),
+        v.integer("must be a positive integer"),
+        v.minValue(1, "must be a positive integer"),
+        v.maxValue(3_600_000, "must be at most 3600000"),
+      ),
+    ),
+  }),
+  v.forward(
+    v.check(
+      (record) => (record.auth === "none") === (record.api_key_secret === undefined),
+      'must name the secret holding the key, unless auth is "none" (then nothing)',
+    ),
+    ["api_key_secret"],
+  ),
+);
 
 /** `group:<id>`: the models a group grants; `"*"` grants every model. */
 export const groupRecord = v.strictObject({
@@ -136,6 +244,7 @@ const SCHEMAS = {
   model: modelRecord,
   group: groupRecord,
   org: orgRecord,
+  upstream: upstreamRecord,
 };
 
 export type RecordKind = keyof typeof SCHEMAS;
@@ -144,6 +253,7 @@ export type ApiKeyRecord = RecordOf<"key">;
 export type ModelRecord = RecordOf<"model">;
 export type GroupRecord = RecordOf<"group">;
 export type OrgRecord = RecordOf<"org">;
+export type UpstreamRecord = RecordOf<"upstream">;
 export type Pricing = v.InferOutput<typeof pricingRecord>;
 
 /** The KV key of a record: `<kind>:<id>`. Nothing else spells one. */

@@ -14,13 +14,16 @@ export interface LogFields {
   stream_outcome: StreamOutcome | null;
   duration_ms: number;
   ttfb_ms: number | null;
+  /** The upstream that answered (the last one tried), and how many attempts were made. */
+  upstream: string | null;
+  attempts: number | null;
   /** The metered usage of an answered request (see usage.ts); null where no upstream answered 2xx. */
   input_tokens: number | null;
   output_tokens: number | null;
   cached_tokens: number | null;
   cost_usd: number | null;
   usage_estimated: boolean | null;
-  /** For an internal error only: the name of what was thrown. */
+  /** For an internal error, or an upstream skipped as misconfigured: what went wrong, never a value. */
   error?: string;
 }
 
@@ -47,6 +50,8 @@ export class RequestLog {
       stream_outcome: null,
       duration_ms: 0,
       ttfb_ms: null,
+      upstream: null,
+      attempts: null,
       input_tokens: null,
       output_tokens: null,
       cached_tokens: null,

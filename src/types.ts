@@ -19,6 +19,7 @@ export interface Env {
   MAX_EVENT_BYTES?: string;
   USAGE_RETENTION_DAYS?: string;
   DEFAULT_MAX_OUTPUT_TOKENS?: string;
+  MAX_UPSTREAM_ATTEMPTS?: string;
   UPSTREAM_API_KEY?: string;
   ADMIN_TOKEN?: string;
 }

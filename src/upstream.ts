@@ -1,38 +1,41 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { ModelApi } from "./apis";
-import { readConfig, type Config } from "./config";
+import { readConfig, type Config, type Upstream } from "./config";
 import { withEdits, type Edit } from "./body";
-import { GatewayError } from "./errors";
+import { GatewayError, InternalFault } from "./errors";
 import { BodyUsage } from "./metering";
 import { streamResponse } from "./streaming/stream";
+import { attemptOrder, coolDown, COOLDOWN_MS, retryAfterMs, targetsOf, upstreamOf } from "./targets";
+import type { Target } from "./targets";
 import type { AppEnv } from "./types";
 
 /** The only upstream response headers a caller sees; cookies and hop-by-hop headers never pass. */
 const PASSED_HEADERS = ["content-type", "retry-after"] as const;
 
 /**
- * The body to send: the caller's own bytes, with only the model's value changed when the catalog
- * renames it, and what the API changes (a chat stream's usage asked for).
+ * The body to send: the caller's own bytes, with only the model's value changed when the target
+ * knows the model by another name, and what the API changes (a chat stream's usage asked for).
  */
-function upstreamBody(c: Context<AppEnv>, api: ModelApi): BodyInit {
+function upstreamBody(c: Context<AppEnv>, api: ModelApi, rename: string): BodyInit {
   const body = c.get("body");
   const text = c.get("bodyText");
   const places = c.get("places");
   const edits: Edit[] = api.edits(body, text, places);
-  const rename = c.get("model").upstream_model;
   const model = places.get("model");
-  if (rename && rename !== body.model && model) edits.push({ ...model, text: JSON.stringify(rename) });
+  if (rename !== body.model && model) edits.push({ ...model, text: JSON.stringify(rename) });
   return edits.length ? withEdits(text, edits) : c.get("rawBody");
 }
 
-/** Only these request headers reach the upstream: never the caller's credentials or cookies. */
-function upstreamHeaders(c: Context<AppEnv>, config: Config): Headers {
-  const headers = new Headers({
-    "content-type": "application/json",
-    accept: c.req.header("accept") ?? "application/json",
-    "x-request-id": c.get("requestId"),
-  });
-  if (config.upstreamApiKey) headers.set("authorization", `Bearer ${config.upstreamApiKey}`);
+/**
+ * Only these request headers reach the upstream: its fixed headers, then the gateway's own and the
+ * upstream's key. Never the caller's credentials or cookies.
+ */
+function upstreamHeaders(c: Context<AppEnv>, upstream: Upstream): Headers {
+  const headers = new Headers(upstream.headers);
+  headers.set("content-type", "application/json");
+  headers.set("accept", c.req.header("accept") ?? "application/json");
+  headers.set("x-request-id", c.get("requestId"));
+  if (upstream.auth) headers.set(upstream.auth[0], upstream.auth[1]);
   return headers;
 }
 
@@ -163,41 +166,99 @@ const send = (url: string, init: RequestInit, timeoutMs: number, abort: AbortCon
 const isEventStream = (response: Response) =>
   response.headers.get("content-type")?.toLowerCase().startsWith("text/event-stream") ?? false;
 
+/** Statuses after which the next target is tried: the upstream is busy or failing, not refusing. */
+const FAILS_OVER = new Set([429, 500, 502, 503, 504, 529]);
+/** Statuses that put a target in cooldown: the upstream asked to be left alone. */
+const COOLS_DOWN = new Set([429, 503]);
+
 /**
- * The upstream step: forwards the request to `UPSTREAM_BASE_URL` + the API's path and returns the
- * upstream's answer under the contract: non-2xx bodies verbatim, empty bodies as 502, streams event
- * by event. Where a 2xx answer's usage will be found is left for metering.
+ * Whether an attempt that threw may be followed by the next target: nothing has reached the caller,
+ * and what went wrong is the upstream's (unreachable, no headers in time, an empty or unreadable
+ * answer) or its configuration's (a missing record or secret).
+ */
+const failsOver = (err: unknown) =>
+  err instanceof InternalFault || (err instanceof GatewayError && err.code.startsWith("upstream_"));
+
+/**
+ * One attempt at one target. Returns the caller's answer, or undefined when the target answered
+ * with a status the next target should be tried after (unless this is the `last` attempt). Throws
+ * when it could not answer at all.
+ */
+async function attempt(
+  c: Context<AppEnv>,
+  api: ModelApi,
+  config: Config,
+  target: Target,
+  last: boolean,
+): Promise<Response | undefined> {
+  const upstream = await upstreamOf(c.env, config, target.upstream);
+  const abort = new AbortController();
+  let answer: Response;
+  try {
+    answer = await send(
+      upstream.baseUrl + api.path,
+      { method: "POST", headers: upstreamHeaders(c, upstream), body: upstreamBody(c, api, target.model) },
+      upstream.timeoutMs,
+      abort,
+    );
+  } catch (err) {
+    coolDown(target, COOLDOWN_MS);
+    throw err;
+  }
+  c.get("log").fields.upstream_status = answer.status;
+  if (COOLS_DOWN.has(answer.status)) coolDown(target, retryAfterMs(answer.headers.get("retry-after")));
+  // No response can carry such a status on to the caller: the upstream's answer is unusable.
+  if (answer.status < 200 || answer.status > 599) {
+    abort.abort();
+    throw new GatewayError("upstream_unavailable");
+  }
+  if (!last && FAILS_OVER.has(answer.status)) {
+    abort.abort();
+    return undefined;
+  }
+  const response = decodable(answer);
+
+  if (response.ok && isEventStream(response) && response.body) {
+    const body = response as Response & { body: ReadableStream<Uint8Array> };
+    const dialect = api.dialect(c.get("body"));
+    c.set("usageSource", dialect);
+    return streamResponse(c, body, abort, config, dialect);
+  }
+  const usage = new BodyUsage(api.bodyUsage);
+  const body = await forwardBody(response, abort, config.streamIdleTimeoutMs, usage);
+  if (response.ok) c.set("usageSource", usage);
+  const headers = passedHeaders(response);
+  // Errors are never cached, the upstream's own included; the body itself stays verbatim.
+  if (!response.ok) headers["cache-control"] = "no-store";
+  return c.body(body, response.status as 200, headers);
+}
+
+/**
+ * The upstream step: forwards the request to the model's targets (the upstream `default` unless the
+ * catalog lists others) and returns the first usable answer under the contract: non-2xx bodies
+ * verbatim, empty bodies as 502, streams event by event. Until an answer has begun to reach the
+ * caller, a failing target is followed by the next, at most MAX_UPSTREAM_ATTEMPTS in all; once it
+ * has, nothing is retried. Where a 2xx answer's usage will be found is left for metering.
  */
 export function proxy(api: ModelApi): MiddlewareHandler<AppEnv> {
   return async function proxy(c) {
     const config = readConfig(c.env);
-    const abort = new AbortController();
-    const answer = await send(
-      config.upstreamBaseUrl + api.path,
-      { method: "POST", headers: upstreamHeaders(c, config), body: upstreamBody(c, api) },
-      config.upstreamTimeoutMs,
-      abort,
-    );
-    c.get("log").fields.upstream_status = answer.status;
-    // No response can carry such a status on to the caller: the upstream's answer is unusable.
-    if (answer.status < 200 || answer.status > 599) {
-      abort.abort();
-      throw new GatewayError("upstream_unavailable");
+    const model = c.get("model");
+    const log = c.get("log").fields;
+    const targets = attemptOrder(targetsOf(model, c.get("body").model), model.routing);
+    const last = Math.min(targets.length, config.maxUpstreamAttempts) - 1;
+    for (let i = 0; ; i++) {
+      log.upstream = targets[i]!.upstream;
+      log.attempts = i + 1;
+      log.upstream_status = null;
+      try {
+        const answer = await attempt(c, api, config, targets[i]!, i === last);
+        if (answer) return answer;
+      } catch (err) {
+        if (i === last || !failsOver(err)) throw err;
+        // The last attempt's failure is what the caller sees; an earlier misconfiguration is logged.
+        if (err instanceof InternalFault) log.error = `${err.name}: ${err.message}`;
+      }
     }
-    const upstream = decodable(answer);
-
-    if (upstream.ok && isEventStream(upstream) && upstream.body) {
-      const body = upstream as Response & { body: ReadableStream<Uint8Array> };
-      const dialect = api.dialect(c.get("body"));
-      c.set("usageSource", dialect);
-      return streamResponse(c, body, abort, config, dialect);
-    }
-    const usage = new BodyUsage(api.bodyUsage);
-    const body = await forwardBody(upstream, abort, config.streamIdleTimeoutMs, usage);
-    if (upstream.ok) c.set("usageSource", usage);
-    const headers = passedHeaders(upstream);
-    // Errors are never cached, the upstream's own included; the body itself stays verbatim.
-    if (!upstream.ok) headers["cache-control"] = "no-store";
-    return c.body(body, upstream.status as 200, headers);
   };
 }

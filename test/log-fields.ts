@@ -12,6 +12,8 @@ export const LOG_FIELDS = [
   "stream_outcome",
   "duration_ms",
   "ttfb_ms",
+  "upstream",
+  "attempts",
   "input_tokens",
   "output_tokens",
   "cached_tokens",

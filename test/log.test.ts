@@ -33,6 +33,8 @@ describe("log line", () => {
       model: tenant.model,
       upstream_status: 200,
       stream_outcome: null,
+      upstream: "default",
+      attempts: 1,
       // The mock's count: three words of prompt, five of reply; the model has no pricing.
       input_tokens: 3,
       output_tokens: 5,

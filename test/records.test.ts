@@ -342,6 +342,7 @@ describe("vars", () => {
     ["MAX_EVENT_BYTES", "0x10"],
     ["USAGE_RETENTION_DAYS", "90d"],
     ["DEFAULT_MAX_OUTPUT_TOKENS", "4k"],
+    ["MAX_UPSTREAM_ATTEMPTS", "three"],
     ["UPSTREAM_BASE_URL", "not a url"],
   ] as const) {
     it(`stops serving, with the var named in the log, when ${name} is ${JSON.stringify(value)}`, async () => {
@@ -382,6 +383,7 @@ describe("vars", () => {
         MAX_EVENT_BYTES: undefined,
         USAGE_RETENTION_DAYS: undefined,
         DEFAULT_MAX_OUTPUT_TOKENS: undefined,
+        MAX_UPSTREAM_ATTEMPTS: undefined,
       },
       "/v1/chat/completions",
       {

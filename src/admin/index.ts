@@ -1,12 +1,13 @@
-import { Hono, type MiddlewareHandler } from "hono";
+import type { Handler, MiddlewareHandler } from "hono";
 import { bearerToken, isPresentableToken } from "../auth";
 import { parseBody, readBody } from "../body";
-import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody } from "./schemas";
+import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody, upstreamBody } from "./schemas";
+import { readConfig } from "../config";
 import { GatewayError, InternalFault } from "../errors";
 import { createKey, listKeys, revokeKey } from "./keys";
 import { usageReport } from "./usage";
 import { deleteRecord, inspectRecord, listRecords, writeRecord, type Listed } from "../records";
-import { methodNotAllowed } from "../routing";
+import { methodNotAllowed, newApp } from "../routing";
 import type { AppEnv } from "../types";
 import * as v from "valibot";
 
@@ -44,7 +45,7 @@ const shown = <T extends object>(entry: Listed<T>) =>
 const list = <T>(data: T[]) => ({ object: "list", data });
 
 /** The operator's API: keys, models, groups and org limits, in exactly the README's KV layout. */
-export const admin = new Hono<AppEnv>();
+export const admin = newApp<AppEnv>();
 
 admin.use(adminAuth());
 
@@ -79,7 +80,18 @@ admin.get("/models", async (c) => {
 admin.put("/models/:id{.+}", async (c) => {
   const id = pathId(modelId, c.req.param("id"), "model");
   const record = parseBody(modelBody, await readBody(c, MAX_ADMIN_BODY_BYTES));
-  await writeRecord(c.env.GATEWAY_KV, "model", id, record);
+  const kv = c.env.GATEWAY_KV;
+  const targets = record.upstreams ?? [];
+  const found = await Promise.all(
+    targets.map((t) => t.upstream === "default" || inspectRecord(kv, "upstream", t.upstream, true)),
+  );
+  const missing = found.findIndex((upstream) => upstream === null);
+  if (missing >= 0) {
+    throw new GatewayError("upstream_not_found", `Upstream '${targets[missing]!.upstream}' not found.`, {
+      param: `upstreams[${missing}].upstream`,
+    });
+  }
+  await writeRecord(kv, "model", id, record);
   return c.json({ id, ...record });
 });
 
@@ -154,6 +166,52 @@ admin.put("/orgs/:id", async (c) => {
   return c.json({ id, ...record });
 });
 
+/** The built-in upstream, as the operator sees it: where the vars point, never the key. */
+const defaultUpstream = (c: Parameters<Handler<AppEnv>>[0]) => ({
+  id: "default",
+  base_url: readConfig(c.env).upstream.baseUrl,
+  auth: "bearer",
+  api_key_secret: "UPSTREAM_API_KEY",
+});
+
+/** `default` is the vars' upstream: it is changed in wrangler.toml, never through KV. */
+function upstreamId(value: string): string {
+  const id = pathId(entityId, value, "upstream");
+  if (id === "default") throw new GatewayError("invalid_body", "Upstream 'default' is set by the vars.");
+  return id;
+}
+
+admin.get("/upstreams", async (c) => {
+  const stored = (await listRecords(c.env.GATEWAY_KV, "upstream", true)).map(shown);
+  return c.json(list([defaultUpstream(c), ...stored]));
+});
+
+admin.put("/upstreams/:id", async (c) => {
+  const id = upstreamId(c.req.param("id"));
+  const record = parseBody(upstreamBody, await readBody(c, MAX_ADMIN_BODY_BYTES));
+  await writeRecord(c.env.GATEWAY_KV, "upstream", id, record);
+  return c.json({ id, ...record });
+});
+
+admin.delete("/upstreams/:id", async (c) => {
+  const id = upstreamId(c.req.param("id"));
+  const kv = c.env.GATEWAY_KV;
+  if (!(await inspectRecord(kv, "upstream", id, true)))
+    throw new GatewayError("not_found", `Upstream '${id}' not found.`);
+  const routing = (await listRecords(kv, "model", true)).filter(
+    (model) => model.ok && model.value.upstreams?.some((target) => target.upstream === id),
+  );
+  if (routing.length) {
+    const names = routing.map((model) => `'${model.id}'`).join(", ");
+    throw new GatewayError(
+      "upstream_in_use",
+      `Upstream '${id}' is used by model ${names}; remove it there first.`,
+    );
+  }
+  await deleteRecord(kv, "upstream", id);
+  return c.json({ id, deleted: true });
+});
+
 admin.get("/orgs/:id/usage", (c) => usageReport(c, pathId(entityId, c.req.param("id"), "org")));
 
 admin.all("/keys", methodNotAllowed("GET", "POST"));
@@ -163,4 +221,6 @@ admin.all("/models/:id{.+}", methodNotAllowed("PUT", "DELETE"));
 admin.all("/groups", methodNotAllowed("GET"));
 admin.all("/groups/:id", methodNotAllowed("PUT", "DELETE"));
 admin.all("/orgs/:id", methodNotAllowed("GET", "PUT"));
+admin.all("/upstreams", methodNotAllowed("GET"));
+admin.all("/upstreams/:id", methodNotAllowed("PUT", "DELETE"));
 admin.all("/orgs/:id/usage", methodNotAllowed("GET"));

@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { entityId, groupRecord, modelId, modelRecord, orgRecord } from "../records";
+import { entityId, groupRecord, modelId, modelRecord, orgRecord, upstreamRecord } from "../records";
 
 /**
  * Admin request bodies. Unlike the model routes, these are the gateway's own API, so unknown
@@ -26,3 +26,4 @@ export const createKeyBody = v.strictObject({
 export const modelBody = modelRecord;
 export const groupBody = groupRecord;
 export const orgBody = orgRecord;
+export const upstreamBody = upstreamRecord;

@@ -200,6 +200,76 @@ describe("npm run admin", () => {
     expect(table.stdout).toContain("12.5");
   });
 
+  it("puts, lists and deletes upstreams, and routes a model through them", async () => {
+    expect((await cli(["--help"])).stdout).toContain("upstreams put ID --base-url URL");
+    const anthropic = {
+      id: "anthropic",
+      base_url: "https://api.anthropic.com/v1",
+      auth: "x-api-key",
+      api_key_secret: "ANTHROPIC_API_KEY",
+      headers: { "anthropic-version": "2023-06-01" },
+      timeout_ms: 20000,
+    };
+    expect(
+      await json([
+        "upstreams",
+        "put",
+        "anthropic",
+        "--base-url",
+        "https://api.anthropic.com/v1/",
+        "--auth",
+        "x-api-key",
+        "--secret",
+        "ANTHROPIC_API_KEY",
+        "--header",
+        "anthropic-version=2023-06-01",
+        "--timeout-ms",
+        "20000",
+      ]),
+    ).toEqual(anthropic);
+    const listed = await json(["upstreams", "list"]);
+    expect(listed.data[0]).toMatchObject({ id: "default", api_key_secret: "UPSTREAM_API_KEY" });
+    expect(listed.data).toContainEqual(anthropic);
+
+    expect(
+      await json([
+        "models",
+        "put",
+        "routed",
+        "--upstreams",
+        "anthropic:claude-x,default",
+        "--routing",
+        "loadbalance",
+      ]),
+    ).toEqual({
+      id: "routed",
+      upstreams: [{ upstream: "anthropic", model: "claude-x" }, { upstream: "default" }],
+      routing: "loadbalance",
+    });
+    const table = await cli(["models", "list"]);
+    expect(table.stdout).toContain("anthropic:claude-x, default");
+
+    const refused = await cli(["upstreams", "delete", "anthropic"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("upstream_in_use");
+    const unknown = await cli(["models", "put", "routed", "--upstreams", "nowhere"]);
+    expect(unknown.stderr).toContain("(upstream_not_found, param upstreams[0].upstream)");
+
+    expect(await json(["models", "delete", "routed"])).toEqual({ id: "routed", deleted: true });
+    expect(await json(["upstreams", "delete", "anthropic"])).toEqual({ id: "anthropic", deleted: true });
+    const noHeader = await cli([
+      "upstreams",
+      "put",
+      "x",
+      "--base-url",
+      "https://x/v1",
+      "--header",
+      "novalue",
+    ]);
+    expect(noHeader.code).toBe(2);
+    expect(noHeader.stderr).toContain("--header takes NAME=VALUE");
+  });
+
   it("says what is missing, exiting 2", async () => {
     const result = await cli(["keys", "create", "--org", "acme"]);
     expect(result.code).toBe(2);

@@ -22,6 +22,33 @@ const requests = async (query = ""): Promise<RequestRecord[]> =>
 const clearRequests = () => fetch(`${mock.url}/__mock/requests`, { method: "DELETE" });
 
 describe("routes", () => {
+  it("plays named upstreams under /u/<name>/v1, each with its own cues over the shared ones", async () => {
+    const rid = newRid("named");
+    const cues = { reply: "shared", upstreams: { a: { status: 503, body: '{"a":1}' }, b: { reply: "own" } } };
+    const post = (path: string) =>
+      fetch(`${mock.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": rid },
+        body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], mock: cues }),
+      });
+    const a = await post("/u/a/v1/chat/completions");
+    expect(a.status).toBe(503);
+    expect(await a.text()).toBe('{"a":1}');
+    const b = await (await post("/u/b/v1/chat/completions")).json();
+    expect(b.choices[0].message.content).toBe("own");
+    const c = await (await post("/u/c/v1/chat/completions")).json();
+    expect(c.choices[0].message.content).toBe("shared");
+    // The plain route takes the cues as they are: `upstreams` is no cue there.
+    const plain = await (await post("/v1/chat/completions")).json();
+    expect(plain.choices[0].message.content).toBe("shared");
+    expect((await requests(`?request_id=${rid}`)).map((r) => r.path)).toEqual([
+      "/u/a/v1/chat/completions",
+      "/u/b/v1/chat/completions",
+      "/u/c/v1/chat/completions",
+      "/v1/chat/completions",
+    ]);
+  });
+
   it("GET /v1/models lists the one mock model", async () => {
     const j = await (await fetch(`${mock.baseUrl}/models`)).json();
     expect(j.object).toBe("list");

@@ -673,8 +673,9 @@ function trackRequest(state, req, res) {
  * @param {ServerResponse} res
  * @param {string} pathname
  * @param {ModelApi} api
+ * @param {string | undefined} upstream  the named upstream the request was sent to, if any
  */
-async function handleModel(state, req, res, pathname, api) {
+async function handleModel(state, req, res, pathname, api, upstream) {
   const ctx = trackRequest(state, req, res);
   const raw = await readBody(req);
   record(state, req, pathname, raw);
@@ -688,8 +689,24 @@ async function handleModel(state, req, res, pathname, api) {
   if (!body || typeof body !== "object" || Array.isArray(body)) {
     return sendError(res, 400, "mock: request body must be a JSON object");
   }
+  if (upstream !== undefined) body.mock = upstreamCues(cuesOf(body), upstream);
   return answerModel(state, res, api, body, ctx);
 }
+
+/**
+ * The cues of the named upstream `name`: `mock.upstreams[name]` over the request's other cues, so
+ * that one request can fail on one upstream and succeed on another.
+ * @param {Record<string, unknown>} cues
+ * @param {string} name
+ */
+function upstreamCues(cues, name) {
+  const { upstreams, ...shared } = cues;
+  const own = upstreams && typeof upstreams === "object" ? /** @type {any} */ (upstreams)[name] : undefined;
+  return own && typeof own === "object" && !Array.isArray(own) ? { ...shared, ...own } : shared;
+}
+
+/** A named upstream's model routes: `/u/<name>/v1/...`. */
+const NAMED_UPSTREAM = /^\/u\/([A-Za-z0-9._-]+)(\/v1\/.*)$/;
 
 /**
  * Answer a model request as its cues say, the first that applies in this order.
@@ -780,8 +797,9 @@ async function handle(state, req, res) {
   const url = new URL(req.url ?? "/", "http://mock.invalid");
   state.say(req.method, req.url, req.headers["x-request-id"] ?? "");
   try {
-    const api = MODEL_APIS[url.pathname];
-    if (api && req.method === "POST") await handleModel(state, req, res, url.pathname, api);
+    const named = NAMED_UPSTREAM.exec(url.pathname);
+    const api = MODEL_APIS[named?.[2] ?? url.pathname];
+    if (api && req.method === "POST") await handleModel(state, req, res, url.pathname, api, named?.[1]);
     else await handleOther(state, req, res, url);
   } catch (err) {
     if (err instanceof Aborted) return; // client left or server closing: nothing to answer
