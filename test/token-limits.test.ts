@@ -318,6 +318,9 @@ describe("when a request ends", () => {
     expect(response.status).toBe(200);
     await response.arrayBuffer();
     expect(await settled(tenant.org, 1)).toBe(400);
+    // Stored (the gate writes just after its answers), it outlives a restart.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await evictDurableObject(gate(tenant.org));
     // The 300 beyond its reservation are charged as it ended, for a whole window from then.
     await expectTokenLimited(
       await send(tenant, reserving("chat", tenant.model, 701, 2)),
