@@ -129,6 +129,18 @@ describe("a restarted gate", () => {
     expect(await storedAdmissions(tenant.org)).toEqual([expect.stringMatching(/^a:\d{15}:\d{9}$/)]);
   });
 
+  it("counts an admission stored before token limits (a bare user id) as a request of that user", async () => {
+    freezeClock();
+    const orgLimits = { requests_per_minute: 5, user_requests_per_minute: 1 };
+    const tenant = await seedTenant({ orgLimits });
+    const other = await seedTenant({ org: tenant.org, orgLimits });
+    const stored = `a:${String(Date.now()).padStart(15, "0")}:000000000`;
+    await runInDurableObject(gate(tenant.org), (_, state) => state.storage.put(stored, tenant.user));
+    await evictDurableObject(gate(tenant.org));
+    expect(await status(tenant)).toBe(429);
+    expect(await status(other)).toBe(200);
+  });
+
   it("keeps a revocation for a day, through any number of restarts, then leaves it to KV", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant();
