@@ -1,3 +1,4 @@
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { messagesDialect } from "../src/streaming/dialects";
 import {
@@ -126,6 +127,17 @@ describe("Messages errors: Anthropic's envelope for every gateway error", () => 
         expect(await response.text()).toBe(ANTHROPIC_UNAUTHORIZED);
         expect(await upstreamRequests(id)).toEqual([]);
       }
+    }
+  });
+
+  it("refuses on count_tokens a key revoked in its org's gate while KV still serves its old record", async () => {
+    const tenant = await seedTenant();
+    expect((await messages(tenant, {}, {}, "/v1/messages/count_tokens")).status).toBe(200);
+    await env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(tenant.org)).revoke(tenant.keyId);
+    for (const path of ["/v1/messages/count_tokens", "/v1/messages"]) {
+      const response = await messages(tenant, {}, {}, path);
+      expect(response.status).toBe(401);
+      expect(await response.text()).toBe(ANTHROPIC_UNAUTHORIZED);
     }
   });
 
