@@ -12,6 +12,7 @@ import {
   type Tenant,
 } from "./helpers";
 import {
+  MESSAGES_FRAME,
   REPLY,
   completedAfterCut,
   cutsFor,
@@ -32,9 +33,6 @@ const encoder = new TextEncoder();
 /** The 401 of the Messages routes, byte for byte, whatever the cause. */
 const ANTHROPIC_UNAUTHORIZED =
   '{"type":"error","error":{"type":"authentication_error","message":"Unauthorized"}}';
-/** What ends an interrupted Messages stream. */
-const MESSAGES_FRAME =
-  'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"upstream stream interrupted"}}\n\n';
 
 const messagesBody = (tenant: Pick<Tenant, "model">, extra: Record<string, unknown> = {}) => ({
   model: tenant.model,
