@@ -288,6 +288,47 @@ describe("Messages: what reaches the upstream", () => {
     }
   });
 
+  it("reaches an Anthropic-style upstream with its own x-api-key, the caller's version over its fixed one, failing over on 529", async () => {
+    const mock = env.UPSTREAM_BASE_URL.replace(/\/v1$/, "");
+    const [a, b] = [unique("up"), unique("up")];
+    for (const id of [a, b]) {
+      const record = {
+        base_url: `${mock}/u/${id}/v1`,
+        auth: "x-api-key",
+        api_key_secret: "UPSTREAM_B_KEY",
+        headers: { "anthropic-version": "2023-01-01", "x-fixed": "kept" },
+      };
+      await env.GATEWAY_KV.put(`upstream:${id}`, JSON.stringify(record));
+    }
+    const tenant = await seedTenant({
+      models: { [unique("model")]: { upstreams: [{ upstream: a }, { upstream: b }] } },
+    });
+    const id = unique("msg-upstreams");
+    const response = await messages(
+      tenant,
+      {
+        mock: {
+          upstreams: {
+            [a]: {
+              status: 529,
+              body: '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+            },
+          },
+        },
+      },
+      { "x-request-id": id },
+    );
+    expect(response.status).toBe(200);
+    const sent = await upstreamRequests(id);
+    expect(sent.map((request) => request.path)).toEqual([`/u/${a}/v1/messages`, `/u/${b}/v1/messages`]);
+    for (const request of sent) {
+      expect(request.headers["x-api-key"]).toBe("sk-upstream-b-secret");
+      expect(request.headers["anthropic-version"]).toBe("2023-06-01");
+      expect(request.headers["x-fixed"]).toBe("kept");
+      expect(request.headers.authorization).toBeUndefined();
+    }
+  });
+
   it("proxies count_tokens to the upstream's /messages/count_tokens", async () => {
     const tenant = await seedTenant();
     const id = unique("count");
