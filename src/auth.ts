@@ -25,12 +25,15 @@ const unauthorized = (): never => {
 const BEARER_KEY = /^bearer \s*([A-Za-z0-9._~+/-]+=*)$/i;
 
 /**
- * Authenticates `Authorization: Bearer <key>` against GATEWAY_KV and leaves the key's record in
- * `c.get("apiKey")`. Missing, malformed, unknown or revoked: the same 401.
+ * Authenticates `Authorization: Bearer <key>`, else `x-api-key: <key>` (Anthropic clients), against
+ * GATEWAY_KV and leaves the key's record in `c.get("apiKey")`. An `Authorization` header that is
+ * there wins, malformed or not: it never falls back to `x-api-key`. Missing, malformed, unknown or
+ * revoked: the same 401.
  */
 export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
   return async function apiKeyAuth(c, next) {
-    const key = BEARER_KEY.exec(c.req.header("authorization") ?? "")?.[1];
+    const authorization = c.req.header("authorization");
+    const key = authorization === undefined ? c.req.header("x-api-key") : BEARER_KEY.exec(authorization)?.[1];
     if (!key) unauthorized();
     const hash = await hashKey(key!);
     const record = await readRecord(c.env.GATEWAY_KV, "key", hash);

@@ -3,7 +3,7 @@ import { bodyLimit } from "hono/body-limit";
 import * as v from "valibot";
 import { readConfig } from "./config";
 import { GatewayError } from "./errors";
-import { topLevelKeys, type KeyPlace } from "./json-scan";
+import { skipSpace, topLevelKeys, valueEnd, type KeyPlace } from "./json-scan";
 import type { BodySchema } from "./schemas";
 import type { AppEnv, GatewayBody } from "./types";
 
@@ -134,11 +134,43 @@ export interface Edit {
 export function withEdits(text: string, edits: Edit[]): Uint8Array {
   let out = "";
   let from = 0;
-  for (const edit of [...edits].sort((a, b) => a.start - b.start)) {
+  // An insertion sorts before a removal that starts at the same place.
+  for (const edit of [...edits].sort((a, b) => a.start - b.start || a.end - b.end)) {
     out += text.slice(from, edit.start) + edit.text;
     from = edit.end;
   }
   return new TextEncoder().encode(out + text.slice(from));
+}
+
+/** Fields that would steer an upstream proxy's own accounting: never forwarded, on any route. */
+const DROPPED_FIELDS: ReadonlySet<string> = new Set(["litellm_metadata", "proxy_server_request"]);
+
+/**
+ * The edits that remove {@link DROPPED_FIELDS} (every occurrence) from the body text, each with a
+ * comma beside it so the rest stays valid JSON: the one after it, or for the last member the one
+ * before it. Members removed side by side are removed as one.
+ *
+ * @example
+ * withEdits('{"model":"m","litellm_metadata":{}}', droppedFields(body, text)); // '{"model":"m"}'
+ */
+export function droppedFields(body: GatewayBody, text: string): Edit[] {
+  if (!("litellm_metadata" in body || "proxy_server_request" in body)) return [];
+  const edits: Edit[] = [];
+  for (const place of topLevelKeys(text, DROPPED_FIELDS)) {
+    const end = valueEnd(text, place.start);
+    const after = skipSpace(text, end);
+    const previous = edits.at(-1);
+    let start = place.keyStart;
+    if (previous && skipSpace(text, previous.end) === start) start = edits.pop()!.start;
+    if (text[after] === ",") {
+      edits.push({ start, end: after + 1, text: "" });
+      continue;
+    }
+    let before = start - 1;
+    while (/\s/.test(text[before]!)) before--;
+    edits.push({ start: text[before] === "," ? before : start, end, text: "" });
+  }
+  return edits;
 }
 
 /**

@@ -1,4 +1,4 @@
-import type { Context } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { RequestLog } from "./request-log";
 
@@ -69,6 +69,64 @@ export class InternalFault extends Error {
   override name = "InternalFault";
 }
 
+/** Which envelope a route's errors are written in: OpenAI's typed one, or Anthropic's on the Messages routes. */
+export type Envelope = "openai" | "anthropic";
+
+/** Anthropic's error type for an HTTP status, as its own API answers. */
+const ANTHROPIC_TYPES: Record<number, string> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  403: "permission_error",
+  404: "not_found_error",
+  413: "request_too_large",
+  429: "rate_limit_error",
+  529: "overloaded_error",
+};
+const anthropicType = (status: number) =>
+  ANTHROPIC_TYPES[status] ?? (status >= 500 ? "api_error" : "invalid_request_error");
+
+/**
+ * Anthropic's error envelope, as text.
+ *
+ * @example
+ * anthropicEnvelope("api_error", "upstream stream interrupted"); // '{"type":"error","error":{"type":"api_error",...}}'
+ */
+export const anthropicEnvelope = (type: string, message: string) =>
+  JSON.stringify({ type: "error", error: { type, message } });
+
+const MAX_UPSTREAM_MESSAGE = 500;
+
+/**
+ * An upstream's error body for an Anthropic client: null when it already is Anthropic's envelope (it
+ * goes verbatim), else that envelope with the upstream's `error.message`, `message` or text (at most
+ * 500 characters) and the type of its status.
+ *
+ * @example
+ * anthropicUpstreamError(429, '{"error":{"message":"slow down"}}'); // '{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'
+ */
+export function anthropicUpstreamError(status: number, text: string): string | null {
+  let json: { type?: unknown; message?: unknown; error?: { message?: unknown } } | undefined;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  if (json?.type === "error") return null;
+  const message = [json?.error?.message, json?.message].find((m) => typeof m === "string") ?? text;
+  return anthropicEnvelope(anthropicType(status), (message as string).slice(0, MAX_UPSTREAM_MESSAGE));
+}
+
+/**
+ * Routes whose callers are Anthropic clients get every gateway error in Anthropic's envelope.
+ *
+ * @example
+ * app.use("/v1/messages/*", errorEnvelope("anthropic"));
+ */
+export function errorEnvelope(envelope: Envelope): MiddlewareHandler<{ Variables: { envelope?: Envelope } }> {
+  return async function errorEnvelope(c, next) {
+    c.set("envelope", envelope);
+    await next();
+  };
+}
+
 /** Maps anything thrown inside the pipeline to the error the caller sees. */
 function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
@@ -76,12 +134,18 @@ function toGatewayError(err: unknown): GatewayError {
 }
 
 /**
- * Builds every error response of the gateway: the typed envelope with all four keys, or the
- * plain `{"error":"Unauthorized"}` that the contract requires for API-key failures.
+ * Builds every error response of the gateway: on the Messages routes Anthropic's envelope;
+ * elsewhere the typed envelope with all four keys, or the plain `{"error":"Unauthorized"}` that the
+ * contract requires for API-key failures.
  */
-function errorResponse(c: Context, err: GatewayError): Response {
+function errorResponse(c: Context, err: GatewayError, envelope: Envelope): Response {
   c.header("cache-control", "no-store");
   for (const [name, value] of Object.entries(err.headers)) c.header(name, value);
+  if (envelope === "anthropic") {
+    const type = err.code === "upstream_timeout" ? "timeout_error" : anthropicType(err.status);
+    c.header("content-type", "application/json");
+    return c.body(anthropicEnvelope(type, err.message), err.status);
+  }
   if (err.code === "unauthorized") return c.json({ error: "Unauthorized" }, 401);
   return c.json(
     { error: { message: err.message, type: err.type, param: err.param, code: err.code } },
@@ -100,7 +164,7 @@ function describeFault(err: unknown): string {
  * and the log line records its code (and, for a bug, only the error's name: its message may quote
  * caller data).
  */
-export function handleError<E extends { Variables: { log: RequestLog } }>(
+export function handleError<E extends { Variables: { log: RequestLog; envelope?: Envelope } }>(
   err: unknown,
   c: Context<E>,
 ): Response {
@@ -108,5 +172,5 @@ export function handleError<E extends { Variables: { log: RequestLog } }>(
   const log = c.get("log").fields;
   log.code = error.code;
   if (error.code === "internal_error") log.error = describeFault(err);
-  return errorResponse(c, error);
+  return errorResponse(c, error, c.get("envelope") ?? "openai");
 }

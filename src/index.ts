@@ -4,13 +4,13 @@ import { apiKeyAuth } from "./auth";
 import { jsonBody } from "./body";
 import { checkAccess, resolveModel } from "./catalog";
 import { requireConfig } from "./config";
-import { GatewayError, handleError } from "./errors";
+import { errorEnvelope, GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
 import { listModels } from "./models";
 import { admitRequest, refuseRevoked, revokedFirst } from "./admission";
 import { meterUsage } from "./metering";
 import { methodNotAllowed, newApp } from "./routing";
-import { CHAT, RESPONSES, type ModelApi } from "./apis";
+import { CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, type ModelApi } from "./apis";
 import { proxy } from "./upstream";
 import type { AppEnv } from "./types";
 
@@ -18,13 +18,17 @@ export { OrgGate } from "./org-gate";
 
 const app = newApp<AppEnv>();
 
-app.use(requestId(), accessLog(), requireConfig());
+app.use(requestId(), accessLog());
+// Anthropic clients read every error of their routes, the gateway's own included, in Anthropic's envelope.
+app.use("/v1/messages/*", errorEnvelope("anthropic"));
+app.use(requireConfig());
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 
 // The pipeline, in contract order: auth, body, model, access, admission (limits), metering, upstream.
-// Both model routes run it; they differ only in their API (apis.ts): body schema, upstream path,
-// stream conventions and where usage is reported.
+// Every model route runs it; they differ only in their API (apis.ts): body schema, upstream path,
+// stream conventions, where usage is reported and the caller's headers passed on. Counting tokens
+// is neither admitted nor metered; it only refuses a revoked key.
 const pipeline = (api: ModelApi) =>
   [
     apiKeyAuth(),
@@ -32,13 +36,14 @@ const pipeline = (api: ModelApi) =>
     jsonBody(api.schema),
     resolveModel(),
     checkAccess(),
-    admitRequest(),
-    meterUsage(),
+    ...(api.admitted ? [admitRequest(), meterUsage()] : [refuseRevoked()]),
     proxy(api),
   ] as const;
 
 app.post("/v1/chat/completions", ...pipeline(CHAT));
 app.post("/v1/responses", ...pipeline(RESPONSES));
+app.post("/v1/messages", ...pipeline(MESSAGES));
+app.post("/v1/messages/count_tokens", ...pipeline(COUNT_TOKENS));
 app.get("/v1/models", apiKeyAuth(), refuseRevoked(), listModels);
 
 app.route("/admin", admin);
@@ -46,6 +51,8 @@ app.route("/admin", admin);
 app.all("/healthz", methodNotAllowed("GET"));
 app.all("/v1/chat/completions", methodNotAllowed("POST"));
 app.all("/v1/responses", methodNotAllowed("POST"));
+app.all("/v1/messages", methodNotAllowed("POST"));
+app.all("/v1/messages/count_tokens", methodNotAllowed("POST"));
 app.all("/v1/models", methodNotAllowed("GET"));
 
 app.notFound((c) => handleError(new GatewayError("not_found"), c));

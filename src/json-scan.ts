@@ -31,13 +31,16 @@ function stringEnd(text: string, start: number): number {
 /** Where a top-level key's value lies in the text: `[start, end)`; `end` is known for strings only. */
 export interface KeyPlace {
   key: string;
+  /** The offset of the key's opening quote. */
+  keyStart: number;
   /** The offset of the value's first character. */
   start: number;
   /** The offset just past a string value; -1 for any other value. */
   end: number;
 }
 
-function skipSpace(text: string, from: number): number {
+/** The offset of the first character at or after `from` that is not JSON whitespace. */
+export function skipSpace(text: string, from: number): number {
   SPACE.lastIndex = from;
   SPACE.exec(text);
   return SPACE.lastIndex;
@@ -72,7 +75,12 @@ export function topLevelKeys(text: string, wanted: ReadonlySet<string>): KeyPlac
     const key = lexeme.includes("\\") ? (JSON.parse(lexeme) as string) : lexeme.slice(1, -1);
     if (!wanted.has(key)) continue;
     const start = skipSpace(text, after + 1);
-    found.push({ key, start, end: text.charCodeAt(start) === 0x22 ? stringEnd(text, start) : -1 });
+    found.push({
+      key,
+      keyStart: at,
+      start,
+      end: text.charCodeAt(start) === 0x22 ? stringEnd(text, start) : -1,
+    });
   }
   return found;
 }

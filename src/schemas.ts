@@ -7,6 +7,10 @@ import * as v from "valibot";
 
 const model = v.pipe(v.string("model must be a string"), v.nonEmpty("model must be a non-empty string"));
 const stream = v.optional(v.nullable(v.boolean("stream must be a boolean or null")));
+const positiveInteger = (name: string) => {
+  const message = `${name} must be a positive integer`;
+  return v.pipe(v.number(message), v.integer(message), v.minValue(1, message));
+};
 
 const chatMessage = v.pipe(
   v.looseObject(
@@ -42,15 +46,7 @@ export const chatCompletionBody = v.looseObject({
       ),
     ),
   ),
-  n: v.optional(
-    v.nullable(
-      v.pipe(
-        v.number("n must be a positive integer"),
-        v.integer("n must be a positive integer"),
-        v.minValue(1, "n must be a positive integer"),
-      ),
-    ),
-  ),
+  n: v.optional(v.nullable(positiveInteger("n"))),
 });
 
 export const responsesBody = v.looseObject({
@@ -59,4 +55,27 @@ export const responsesBody = v.looseObject({
   stream,
 });
 
-export type BodySchema = typeof chatCompletionBody | typeof responsesBody;
+const anthropicMessages = v.pipe(
+  v.array(
+    v.looseObject(
+      { role: v.picklist(["user", "assistant"], "role must be 'user' or 'assistant'") },
+      "each message must be an object",
+    ),
+    "messages must be an array",
+  ),
+  v.nonEmpty("messages must not be empty"),
+);
+
+/** `POST /v1/messages/count_tokens`: the model and its messages. */
+export const countTokensBody = v.looseObject({ model, messages: anthropicMessages });
+
+/** `POST /v1/messages`: Anthropic's Messages API, whose stream flag may not be null. */
+export const messagesBody = v.looseObject({
+  model,
+  messages: anthropicMessages,
+  max_tokens: positiveInteger("max_tokens"),
+  stream: v.optional(v.boolean("stream must be a boolean")),
+});
+
+export type BodySchema =
+  typeof chatCompletionBody | typeof responsesBody | typeof messagesBody | typeof countTokensBody;

@@ -1,4 +1,5 @@
 import type { RequestIdVariables } from "hono/request-id";
+import type { Envelope } from "./errors";
 import type { KeyPlace } from "./json-scan";
 import type { UsageSource } from "./metering";
 import type { OrgGate, Reservation } from "./org-gate";
@@ -34,6 +35,8 @@ export interface GatewayBody {
 /** What each pipeline step leaves for the next one. */
 export interface Variables extends RequestIdVariables {
   log: RequestLog;
+  /** The envelope of this route's errors (errors.ts); OpenAI's unless set. */
+  envelope?: Envelope;
   apiKey: ApiKeyRecord;
   /** SHA-256 hex of the caller's key: how its record is found, never the key itself. */
   apiKeyHash: string;

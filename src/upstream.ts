@@ -1,7 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { ModelApi } from "./apis";
 import { readConfig, type Config, type Upstream } from "./config";
-import { withEdits, type Edit } from "./body";
+import { droppedFields, withEdits, type Edit } from "./body";
 import { GatewayError, InternalFault } from "./errors";
 import { BodyUsage } from "./metering";
 import { streamResponse } from "./streaming/stream";
@@ -20,7 +20,7 @@ function upstreamBody(c: Context<AppEnv>, api: ModelApi, rename: string): BodyIn
   const body = c.get("body");
   const text = c.get("bodyText");
   const places = c.get("places");
-  const edits: Edit[] = api.edits(body, text, places);
+  const edits: Edit[] = [...api.edits(body, text, places), ...droppedFields(body, text)];
   const model = places.get("model");
   if (rename !== body.model && model) edits.push({ ...model, text: JSON.stringify(rename) });
   return edits.length ? withEdits(text, edits) : c.get("rawBody");
@@ -30,8 +30,14 @@ function upstreamBody(c: Context<AppEnv>, api: ModelApi, rename: string): BodyIn
  * Only these request headers reach the upstream: its fixed headers, then the gateway's own and the
  * upstream's key. Never the caller's credentials or cookies.
  */
-function upstreamHeaders(c: Context<AppEnv>, upstream: Upstream): Headers {
+function upstreamHeaders(c: Context<AppEnv>, api: ModelApi, upstream: Upstream): Headers {
   const headers = new Headers(upstream.headers);
+  // The caller's own (an Anthropic client's API version and betas) over the upstream's fixed ones:
+  // the caller knows what its body was written for.
+  for (const name of api.headers) {
+    const value = c.req.header(name);
+    if (value !== undefined) headers.set(name, value);
+  }
   headers.set("content-type", "application/json");
   headers.set("accept", c.req.header("accept") ?? "application/json");
   headers.set("x-request-id", c.get("requestId"));
@@ -156,6 +162,30 @@ async function forwardBody(
   return readable;
 }
 
+/** Of an upstream's error body, what is read to convert it: the first 64 KiB at most. */
+const ERROR_BODY_BYTES = 64 * 1024;
+
+/**
+ * An error body's bytes, for {@link ModelApi.errorBody}. A streamed one is read up to
+ * ERROR_BODY_BYTES and the rest cancelled: a longer one is no envelope to keep, and its message is
+ * quoted only in part anyway.
+ */
+async function errorBytes(body: ArrayBuffer | ReadableStream<Uint8Array>): Promise<ArrayBuffer> {
+  if (body instanceof ArrayBuffer) return body;
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+    chunks.push(chunk.value);
+    length += chunk.value.byteLength;
+    if (length >= ERROR_BODY_BYTES) {
+      await reader.cancel();
+      break;
+    }
+  }
+  return new Blob(chunks).arrayBuffer();
+}
+
 /**
  * Sends the request upstream; answers 504 when no response headers arrive within
  * UPSTREAM_TIMEOUT_MS and 502 when the upstream cannot be reached.
@@ -197,7 +227,11 @@ async function attempt(
   try {
     answer = await send(
       upstream.baseUrl + api.path,
-      { method: "POST", headers: upstreamHeaders(c, upstream), body: upstreamBody(c, api, target.model) },
+      {
+        method: "POST",
+        headers: upstreamHeaders(c, api, upstream),
+        body: upstreamBody(c, api, target.model),
+      },
       upstream.timeoutMs,
       abort,
     );
@@ -225,11 +259,20 @@ async function attempt(
     return streamResponse(c, body, abort, config, dialect);
   }
   const usage = new BodyUsage(api.bodyUsage);
-  const body = await forwardBody(response, abort, config.streamIdleTimeoutMs, usage);
+  let body = await forwardBody(response, abort, config.streamIdleTimeoutMs, usage);
   if (response.ok) c.set("usageSource", usage);
   const headers = passedHeaders(response);
-  // Errors are never cached, the upstream's own included; the body itself stays verbatim.
+  // Errors are never cached, the upstream's own included; the body stays verbatim unless the
+  // caller's API wants it in its own envelope.
   if (!response.ok) headers["cache-control"] = "no-store";
+  if (!response.ok && api.errorBody) {
+    body = await errorBytes(body);
+    const converted = api.errorBody(response.status, new TextDecoder().decode(body));
+    if (converted !== null) {
+      headers["content-type"] = "application/json";
+      return c.body(converted, response.status as 200, headers);
+    }
+  }
   return c.body(body, response.status as 200, headers);
 }
 

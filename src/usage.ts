@@ -47,6 +47,24 @@ const responsesUsageOf = v.pipe(
   ),
 );
 
+const cacheTokens = v.optional(v.nullable(tokens));
+const messagesUsageOf = v.pipe(
+  v.looseObject({
+    usage: v.looseObject({
+      input_tokens: tokens,
+      output_tokens: tokens,
+      cache_read_input_tokens: cacheTokens,
+      cache_creation_input_tokens: cacheTokens,
+    }),
+  }),
+  v.transform(({ usage }) => {
+    // Anthropic's input_tokens leave out the prompt cache's reads and writes: both are input too.
+    const cached = usage.cache_read_input_tokens ?? 0;
+    const input = usage.input_tokens + cached + (usage.cache_creation_input_tokens ?? 0);
+    return reported(input, usage.output_tokens, cached);
+  }),
+);
+
 /**
  * The usage of a chat completion body or of a stream's usage chunk (`usage.prompt_tokens`,
  * `completion_tokens`, `prompt_tokens_details.cached_tokens`), or null when it reports none that
@@ -63,6 +81,18 @@ export function chatUsage(value: unknown): Usage | null {
 /** The usage of a Responses body or of a terminal event's `response`, or null (see {@link chatUsage}). */
 export function responsesUsage(value: unknown): Usage | null {
   const result = v.safeParse(responsesUsageOf, value);
+  return result.success ? result.output : null;
+}
+
+/**
+ * The usage of a Messages body, or of a stream's `message_start` usage merged with its last
+ * `message_delta`'s: cache reads and writes count as input, cache reads also as cached.
+ *
+ * @example
+ * messagesUsage({ usage: { input_tokens: 5, cache_read_input_tokens: 4, output_tokens: 3 } }); // { input_tokens: 9, output_tokens: 3, cached_tokens: 4 }
+ */
+export function messagesUsage(value: unknown): Usage | null {
+  const result = v.safeParse(messagesUsageOf, value);
   return result.success ? result.output : null;
 }
 

@@ -22,6 +22,7 @@ import {
 import {
   CHAT_FRAME,
   MADE_UP_RESPONSE_ID,
+  MESSAGES_FRAME,
   REPLY,
   RESPONSES_UPSTREAM_ID,
   eventsOf,
@@ -67,6 +68,9 @@ const serverError = (status: number, code: string, message: string): Refusal => 
 });
 const invalidBody = (param: string | null, message: string) =>
   invalidRequest(400, "invalid_body", message, param);
+/** The refusal of a stream flag that is no boolean: Anthropic's `stream` may not be null either. */
+const streamFlag = (route: { anthropic?: true }) =>
+  invalidBody("stream", `Invalid 'stream': stream must be a boolean${route.anthropic ? "" : " or null"}.`);
 const duplicate = (key: string) => invalidBody(key, `Invalid body: '${key}' appears more than once.`);
 const NOT_JSON = invalidBody(null, "The request body is not valid JSON.");
 const NOT_AN_OBJECT = invalidBody(null, "The request body must be a JSON object.");
@@ -92,7 +96,9 @@ interface OwnInvalidBody {
 
 interface ModelRoute {
   /** The route; the upstream gets the same path under UPSTREAM_BASE_URL. */
-  path: "/v1/chat/completions" | "/v1/responses";
+  path: "/v1/chat/completions" | "/v1/responses" | "/v1/messages";
+  /** Anthropic's error envelope (the Messages route) rather than the typed one. */
+  anthropic?: true;
   /** The route's own fields of a minimal valid body: with a `model`, one. */
   fields: Fields;
   /** Bodies the route's own schema refuses. */
@@ -268,7 +274,56 @@ const RESPONSES: ModelRoute = {
   },
 };
 
-const ROUTES: ModelRoute[] = [CHAT, RESPONSES];
+const MESSAGES: ModelRoute = {
+  path: "/v1/messages",
+  anthropic: true,
+  fields: { max_tokens: 64, messages: [{ role: "user", content: "hi" }] },
+  invalid: [
+    own(
+      "missing max_tokens",
+      (m) => json({ model: m, messages: [{ role: "user", content: "a" }] }),
+      invalidBody("max_tokens", "Missing required parameter 'max_tokens'."),
+    ),
+    own(
+      "a system role in messages",
+      (m) => json({ model: m, max_tokens: 5, messages: [{ role: "system", content: "a" }] }),
+      invalidBody("messages[0].role", "Invalid 'messages[0].role': role must be 'user' or 'assistant'."),
+    ),
+    own(
+      "a null stream",
+      (m) => json({ model: m, max_tokens: 5, messages: [{ role: "user", content: "a" }], stream: null }),
+      invalidBody("stream", "Invalid 'stream': stream must be a boolean."),
+    ),
+    own(
+      "max_tokens twice",
+      (m) => `{"model":"${m}","messages":[{"role":"user","content":"x"}],"max_tokens":1,"max_tokens":2}`,
+      duplicate("max_tokens"),
+    ),
+  ],
+  allowed: {
+    messages: [
+      { role: "user", content: [{ type: "text", text: "hi" }] },
+      { role: "assistant", content: "hello" },
+      { role: "user", content: "again" },
+    ],
+    system: "be brief",
+    max_tokens: 5,
+    stream: false,
+    vendor_field: { nested: true },
+  },
+  expectAnswer(answer, model) {
+    expect(answer).toMatchObject({
+      type: "message",
+      role: "assistant",
+      model,
+      content: [{ type: "text", text: "Hello from the mock upstream." }],
+    });
+  },
+  terminal: /^event: message_stop(\r\n|\r|\n)data: /,
+  interrupted: (events, count) => events.slice(0, count).join("") + MESSAGES_FRAME,
+};
+
+const ROUTES: ModelRoute[] = [CHAT, RESPONSES, MESSAGES];
 
 /** Runs one contract row on every model route. */
 /**
@@ -317,9 +372,49 @@ const streamBody = (route: ModelRoute, model: string, mock: Fields) =>
     mock,
   });
 
-/** Asserts the refusal in full (status, envelope with its exact message, headers) carrying this request id. */
-async function expectRefusal(response: Response, requestId: string, refusal: Refusal) {
+/** The route's exact 401: `{"error":"Unauthorized"}`, or on the Messages route Anthropic's envelope. */
+async function expectRouteUnauthorized(route: ModelRoute, response: Response, requestId?: string) {
+  if (!route.anthropic) return expectUnauthorized(response, requestId);
+  expect(response.status).toBe(401);
+  expect(response.headers.get("content-type")).toBe("application/json");
+  expect(response.headers.get("cache-control")).toBe("no-store");
+  if (requestId === undefined) expect(response.headers.get("x-request-id")).toBeTruthy();
+  else expect(response.headers.get("x-request-id")).toBe(requestId);
+  expect(await response.text()).toBe(
+    '{"type":"error","error":{"type":"authentication_error","message":"Unauthorized"}}',
+  );
+}
+
+/** Anthropic's error type for a gateway refusal, as the contract's "Messages API" section lists them. */
+function anthropicType({ status }: Refusal): string {
+  const types: Record<number, string> = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+  };
+  return types[status] ?? (status >= 500 ? "api_error" : "invalid_request_error");
+}
+
+/**
+ * Asserts the refusal in full (status, the route's envelope with its exact message, headers)
+ * carrying this request id. On the Messages route the envelope is Anthropic's: the refusal's
+ * message, the type of its status.
+ */
+async function expectRefusal(route: ModelRoute, response: Response, requestId: string, refusal: Refusal) {
   expect(response.headers.get("x-request-id")).toBe(requestId);
+  if (route.anthropic) {
+    expect(response.status).toBe(refusal.status);
+    expect(response.headers.get("content-type")).toBe("application/json");
+    expect(response.headers.get("cache-control")).toBe("no-store");
+    expect(await response.json()).toEqual({
+      type: "error",
+      error: { type: anthropicType(refusal), message: refusal.message },
+    });
+    return;
+  }
   const message = await expectGatewayError(
     response,
     refusal.status,
@@ -354,7 +449,7 @@ describe("routing", () => {
       });
       expect(response.headers.get("allow")).toBe("POST");
       const message = `Method ${method} is not allowed here; use POST.`;
-      await expectRefusal(response, id, invalidRequest(405, "method_not_allowed", message));
+      await expectRefusal(route, response, id, invalidRequest(405, "method_not_allowed", message));
     });
   }
 });
@@ -393,7 +488,7 @@ describe("auth", () => {
         headers,
         body: json(bodyOf(route, tenant.model)),
       });
-      await expectUnauthorized(response, id);
+      await expectRouteUnauthorized(route, response, id);
       await expectNotForwarded(id);
     });
   }
@@ -401,7 +496,7 @@ describe("auth", () => {
   onEveryRoute("answers the exact 401 for a revoked key", async (route) => {
     const tenant = await seedTenant({ revoked: true });
     const id = unique("revoked");
-    await expectUnauthorized(await send(route, tenant, {}, id), id);
+    await expectRouteUnauthorized(route, await send(route, tenant, {}, id), id);
     await expectNotForwarded(id);
   });
 
@@ -412,7 +507,7 @@ describe("auth", () => {
     onEveryRoute(`answers 401 before looking at ${what}`, async (route) => {
       const id = unique("auth-body");
       const response = await gateway(route.path, { method: "POST", headers: { "x-request-id": id }, body });
-      await expectUnauthorized(response, id);
+      await expectRouteUnauthorized(route, response, id);
       await expectNotForwarded(id);
     });
   }
@@ -433,7 +528,7 @@ describe("auth", () => {
       ];
       for (const body of bodies) {
         const id = unique("revoked-first");
-        await expectUnauthorized(await postRaw(route.path, tenant, body, id), id);
+        await expectRouteUnauthorized(route, await postRaw(route.path, tenant, body, id), id);
         await expectNotForwarded(id);
       }
     },
@@ -442,98 +537,88 @@ describe("auth", () => {
 
 describe("body", () => {
   // Each body is refused for exactly one fault: apart from it, it is valid for the route and the tenant.
-  const invalid: Array<[string, (route: ModelRoute, granted: string, denied: string) => BodyInit, Refusal]> =
+  // A refusal that differs by route is given as a function of the route.
+  const invalid: Array<
+    [string, (route: ModelRoute, granted: string, denied: string) => BodyInit, Refusal | typeof streamFlag]
+  > = [
+    ["a body that is not JSON", () => "{not json", NOT_JSON],
+    ["an empty body", () => "", NOT_JSON],
+    ["invalid UTF-8", () => new Uint8Array([0x7b, 0x22, 0x6d, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]), NOT_JSON],
     [
-      ["a body that is not JSON", () => "{not json", NOT_JSON],
-      ["an empty body", () => "", NOT_JSON],
-      [
-        "invalid UTF-8",
-        () => new Uint8Array([0x7b, 0x22, 0x6d, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d]),
-        NOT_JSON,
-      ],
-      [
-        // The upstream's parser would not read it; the gateway must not check a body it reads differently.
-        "a body that starts with a byte order mark",
-        (route, granted) =>
-          new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode(json(bodyOf(route, granted)))]),
-        NOT_JSON,
-      ],
-      ["a JSON array", () => json([1, 2]), NOT_AN_OBJECT],
-      ["a JSON array of a valid body", (route, granted) => json([bodyOf(route, granted)]), NOT_AN_OBJECT],
-      ["a JSON string", () => json("hello"), NOT_AN_OBJECT],
-      ["a JSON number", () => "42", NOT_AN_OBJECT],
-      ["null", () => "null", NOT_AN_OBJECT],
-      [
-        "a missing model",
-        (route) => json(route.fields),
-        invalidBody("model", "Missing required parameter 'model'."),
-      ],
-      [
-        "an empty model",
-        (route) => json({ model: "", ...route.fields }),
-        invalidBody("model", "Invalid 'model': model must be a non-empty string."),
-      ],
-      [
-        "a numeric model",
-        (route) => json({ model: 7, ...route.fields }),
-        invalidBody("model", "Invalid 'model': model must be a string."),
-      ],
-      [
-        "a null model",
-        (route) => json({ model: null, ...route.fields }),
-        invalidBody("model", "Invalid 'model': model must be a string."),
-      ],
-      [
-        "an array model",
-        (route, granted) => json({ model: [granted], ...route.fields }),
-        invalidBody("model", "Invalid 'model': model must be a string."),
-      ],
-      [
-        "a string stream flag",
-        (route, granted) => json(bodyOf(route, granted, { stream: "yes" })),
-        invalidBody("stream", "Invalid 'stream': stream must be a boolean or null."),
-      ],
-      [
-        "a numeric stream flag",
-        (route, granted) => json(bodyOf(route, granted, { stream: 1 })),
-        invalidBody("stream", "Invalid 'stream': stream must be a boolean or null."),
-      ],
-      // A key the gateway interprets, repeated: the gateway would check one, an upstream's parser might use the other.
-      [
-        "model twice",
-        (route, granted, denied) => `{"model":"${denied}","model":"${granted}",${fieldsText(route)}}`,
-        duplicate("model"),
-      ],
-      [
-        "model twice, once escaped",
-        (route, granted, denied) => `{"model":"${granted}","mod\\u0065l":"${denied}",${fieldsText(route)}}`,
-        duplicate("model"),
-      ],
-      [
-        "model twice, the first one escaped",
-        (route, granted, denied) => `{"\\u006dodel":"${denied}","model":"${granted}",${fieldsText(route)}}`,
-        duplicate("model"),
-      ],
-      [
-        "stream twice",
-        (route, granted) => `{"model":"${granted}","stream":true,"stream":false,${fieldsText(route)}}`,
-        duplicate("stream"),
-      ],
-    ];
-  for (const [what, body, refusal] of invalid) {
-    onEveryRoute(
-      `answers ${refusal.status} ${refusal.code} for ${what}, forwarding nothing`,
-      async (route) => {
-        const { tenant, denied } = await tenantWithDeniedModel();
-        const id = unique("body");
-        await expectRefusal(
-          await postRaw(route.path, tenant, body(route, tenant.model, denied), id),
-          id,
-          refusal,
-        );
-        await expectNotForwarded(id);
-      },
-    );
+      // The upstream's parser would not read it; the gateway must not check a body it reads differently.
+      "a body that starts with a byte order mark",
+      (route, granted) =>
+        new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode(json(bodyOf(route, granted)))]),
+      NOT_JSON,
+    ],
+    ["a JSON array", () => json([1, 2]), NOT_AN_OBJECT],
+    ["a JSON array of a valid body", (route, granted) => json([bodyOf(route, granted)]), NOT_AN_OBJECT],
+    ["a JSON string", () => json("hello"), NOT_AN_OBJECT],
+    ["a JSON number", () => "42", NOT_AN_OBJECT],
+    ["null", () => "null", NOT_AN_OBJECT],
+    [
+      "a missing model",
+      (route) => json(route.fields),
+      invalidBody("model", "Missing required parameter 'model'."),
+    ],
+    [
+      "an empty model",
+      (route) => json({ model: "", ...route.fields }),
+      invalidBody("model", "Invalid 'model': model must be a non-empty string."),
+    ],
+    [
+      "a numeric model",
+      (route) => json({ model: 7, ...route.fields }),
+      invalidBody("model", "Invalid 'model': model must be a string."),
+    ],
+    [
+      "a null model",
+      (route) => json({ model: null, ...route.fields }),
+      invalidBody("model", "Invalid 'model': model must be a string."),
+    ],
+    [
+      "an array model",
+      (route, granted) => json({ model: [granted], ...route.fields }),
+      invalidBody("model", "Invalid 'model': model must be a string."),
+    ],
+    ["a string stream flag", (route, granted) => json(bodyOf(route, granted, { stream: "yes" })), streamFlag],
+    ["a numeric stream flag", (route, granted) => json(bodyOf(route, granted, { stream: 1 })), streamFlag],
+    // A key the gateway interprets, repeated: the gateway would check one, an upstream's parser might use the other.
+    [
+      "model twice",
+      (route, granted, denied) => `{"model":"${denied}","model":"${granted}",${fieldsText(route)}}`,
+      duplicate("model"),
+    ],
+    [
+      "model twice, once escaped",
+      (route, granted, denied) => `{"model":"${granted}","mod\\u0065l":"${denied}",${fieldsText(route)}}`,
+      duplicate("model"),
+    ],
+    [
+      "model twice, the first one escaped",
+      (route, granted, denied) => `{"\\u006dodel":"${denied}","model":"${granted}",${fieldsText(route)}}`,
+      duplicate("model"),
+    ],
+    [
+      "stream twice",
+      (route, granted) => `{"model":"${granted}","stream":true,"stream":false,${fieldsText(route)}}`,
+      duplicate("stream"),
+    ],
+  ];
+  for (const [what, body, refusalOf] of invalid) {
+    const named = typeof refusalOf === "function" ? refusalOf({}) : refusalOf;
+    onEveryRoute(`answers ${named.status} ${named.code} for ${what}, forwarding nothing`, async (route) => {
+      const refusal = typeof refusalOf === "function" ? refusalOf(route) : refusalOf;
+      const { tenant, denied } = await tenantWithDeniedModel();
+      const id = unique("body");
+      await expectRefusal(
+        route,
+        await postRaw(route.path, tenant, body(route, tenant.model, denied), id),
+        id,
+        refusal,
+      );
+      await expectNotForwarded(id);
+    });
   }
 
   onEveryRoute(
@@ -571,7 +656,7 @@ describe("body", () => {
       const tenant = await seedTenant();
       const id = unique("big");
       const response = await postRaw(route.path, tenant, "x".repeat(10 * 1024 * 1024 + 1), id);
-      await expectRefusal(response, id, TOO_LARGE);
+      await expectRefusal(route, response, id, TOO_LARGE);
       await expectNotForwarded(id);
     },
   );
@@ -591,6 +676,7 @@ describe("body", () => {
         },
       });
       await expectRefusal(
+        route,
         await postWith({ MAX_BODY_BYTES: "1000000" }, route, tenant, body, id),
         id,
         TOO_LARGE,
@@ -615,6 +701,7 @@ describe("body", () => {
     );
     const over = unique("over-limit");
     await expectRefusal(
+      route,
       await postWith({ MAX_BODY_BYTES: String(limit) }, route, tenant, padded(limit + 1), over),
       over,
       TOO_LARGE,
@@ -632,6 +719,7 @@ describe("body", () => {
       },
     });
     await expectRefusal(
+      route,
       await postWith({}, route, tenant, body, id),
       id,
       invalidBody(null, "The request body could not be read."),
@@ -671,6 +759,7 @@ describe("body", () => {
         },
       });
       await expectRefusal(
+        route,
         await postWith({ BODY_TIMEOUT_MS: "300" }, route, tenant, body, id),
         id,
         BODY_TIMEOUT,
@@ -687,7 +776,7 @@ describe("model and access", () => {
       const tenant = await seedTenant({ grants: ["*"] });
       const id = unique("missing-model");
       const response = await send(route, tenant, { model: "no-such-model" }, id);
-      await expectRefusal(response, id, notFound("no-such-model"));
+      await expectRefusal(route, response, id, notFound("no-such-model"));
       await expectNotForwarded(id);
     },
   );
@@ -696,7 +785,7 @@ describe("model and access", () => {
     const tenant = await seedTenant();
     const id = unique("long-model");
     const model = "m".repeat(600);
-    await expectRefusal(await send(route, tenant, { model }, id), id, notFound(model));
+    await expectRefusal(route, await send(route, tenant, { model }, id), id, notFound(model));
   });
 
   onEveryRoute(
@@ -704,7 +793,7 @@ describe("model and access", () => {
     async (route) => {
       const { tenant, denied } = await tenantWithDeniedModel();
       const id = unique("denied");
-      await expectRefusal(await send(route, tenant, { model: denied }, id), id, {
+      await expectRefusal(route, await send(route, tenant, { model: denied }, id), id, {
         status: 403,
         type: "permission_error",
         code: "model_access_denied",
@@ -745,17 +834,14 @@ describe("which refusal wins", () => {
     const tenant = await seedTenant();
     const id = unique("body-first");
     const response = await send(route, tenant, { model: "no-such-model", stream: "yes" }, id);
-    await expectRefusal(
-      response,
-      id,
-      invalidBody("stream", "Invalid 'stream': stream must be a boolean or null."),
-    );
+    await expectRefusal(route, response, id, streamFlag(route));
   });
 
   onEveryRoute("answers model_not_found before model_access_denied", async (route) => {
     const tenant = await seedTenant({ grants: [] });
     const id = unique("model-first");
     await expectRefusal(
+      route,
       await send(route, tenant, { model: "no-such-model" }, id),
       id,
       notFound("no-such-model"),
@@ -772,13 +858,20 @@ describe("which refusal wins", () => {
     const id = unique("access-first");
     const response = await send(route, tenant, { model: denied }, id);
     expect(response.status).toBe(403);
-    expect((await response.json<{ error: { code: string } }>()).error.code).toBe("model_access_denied");
+    const body = await response.json<{ error: { code?: string; type: string } }>();
+    if (route.anthropic) expect(body.error.type).toBe("permission_error");
+    else expect(body.error.code).toBe("model_access_denied");
     expect((await send(route, tenant)).status).toBe(429);
   });
 });
 
 describe("rate limits", () => {
-  const expectRateLimited = async (response: Response, requestId: string, scope: string) => {
+  const expectRateLimited = async (
+    route: ModelRoute,
+    response: Response,
+    requestId: string,
+    scope: string,
+  ) => {
     const seconds = Number(response.headers.get("retry-after"));
     const ms = Number(response.headers.get("retry-after-ms"));
     expect(response.headers.get("retry-after")).toMatch(/^\d+$/);
@@ -788,7 +881,7 @@ describe("rate limits", () => {
     expect(ms).toBeGreaterThan(0);
     expect(ms).toBeLessThanOrEqual(60_000);
     expect(seconds).toBe(Math.max(1, Math.ceil(ms / 1000)));
-    await expectRefusal(response, requestId, {
+    await expectRefusal(route, response, requestId, {
       status: 429,
       type: "rate_limit_error",
       code: "rate_limit_exceeded",
@@ -808,7 +901,7 @@ describe("rate limits", () => {
       expect((await send(route, tenant)).status).toBe(200);
       expect((await send(other, tenant)).status).toBe(200);
       const id = unique("user-limited");
-      await expectRateLimited(await send(route, tenant, {}, id), id, "user");
+      await expectRateLimited(route, await send(route, tenant, {}, id), id, "user");
     },
   );
 
@@ -823,12 +916,17 @@ describe("rate limits", () => {
       expect((await send(other, second)).status).toBe(200);
       for (const tenant of [first, second]) {
         const id = unique("org-limited");
-        await expectRateLimited(await send(route, tenant, {}, id), id, "organization");
+        await expectRateLimited(route, await send(route, tenant, {}, id), id, "organization");
       }
     },
   );
 
-  const kind = (route: ModelRoute) => (route.path === "/v1/chat/completions" ? "chat" : "responses");
+  const kinds = {
+    "/v1/chat/completions": "chat",
+    "/v1/responses": "responses",
+    "/v1/messages": "messages",
+  } as const;
+  const kind = (route: ModelRoute) => kinds[route.path];
   const sendBody = (route: ModelRoute, tenant: Tenant, body: Fields, requestId = unique("contract")) =>
     postRaw(route.path, tenant, json(body), requestId);
 
@@ -855,7 +953,7 @@ describe("rate limits", () => {
         expect(ms).toBeGreaterThan(0);
         expect(ms).toBeLessThanOrEqual(60_000);
         expect(refused.headers.get("retry-after")).toBe(String(Math.max(1, Math.ceil(ms / 1000))));
-        await expectRefusal(refused, id, {
+        await expectRefusal(route, refused, id, {
           status: 429,
           type: "rate_limit_error",
           code: "rate_limit_exceeded",
@@ -888,7 +986,7 @@ describe("rate limits", () => {
         const refused = await send(route, tenant, {}, id);
         expect(refused.headers.get("retry-after")).toBeNull();
         expect(refused.headers.get("retry-after-ms")).toBeNull();
-        await expectRefusal(refused, id, {
+        await expectRefusal(route, refused, id, {
           status: 403,
           type: "permission_error",
           code: "budget_exceeded",
@@ -955,7 +1053,24 @@ describe("upstream answers", () => {
           id,
         );
         expect(response.headers.get("x-request-id")).toBe(id);
-        await expectVerbatim(response, status, body, contentType, headers);
+        if (!route.anthropic) return expectVerbatim(response, status, body, contentType, headers);
+        // Anthropic clients get none of these verbatim: each is converted into their envelope.
+        expect(response.status).toBe(status);
+        expect(response.headers.get("content-type")).toBe("application/json");
+        expect(response.headers.get("retry-after")).toBe(headers["retry-after"] ?? null);
+        expect(response.headers.get("cache-control")).toBe("no-store");
+        let message = body;
+        try {
+          const parsed = JSON.parse(body);
+          if (typeof parsed.error?.message === "string") message = parsed.error.message;
+        } catch {}
+        const type = { 400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error" }[
+          status as 400
+        ];
+        expect(await response.json()).toEqual({
+          type: "error",
+          error: { type: type ?? "api_error", message },
+        });
       },
     );
   }
@@ -992,7 +1107,7 @@ describe("upstream answers", () => {
     onEveryRoute(`answers ${refusal.status} ${refusal.code} for ${what}`, async (route) => {
       const tenant = await seedTenant();
       const id = unique("upstream-failure");
-      await expectRefusal(await send(route, tenant, cue(mock), id), id, refusal);
+      await expectRefusal(route, await send(route, tenant, cue(mock), id), id, refusal);
     });
   }
 
@@ -1006,7 +1121,7 @@ describe("upstream answers", () => {
       json(bodyOf(route, tenant.model)),
       id,
     );
-    await expectRefusal(response, id, UPSTREAM_UNAVAILABLE);
+    await expectRefusal(route, response, id, UPSTREAM_UNAVAILABLE);
   });
 
   onEveryRoute("waits for an upstream that answers within UPSTREAM_TIMEOUT_MS", async (route) => {
@@ -1025,6 +1140,7 @@ describe("upstream answers", () => {
     } as unknown as KVNamespace;
     const id = unique("kv-fails");
     await expectRefusal(
+      route,
       await postWith({ GATEWAY_KV: failingKv }, route, tenant, json(bodyOf(route, tenant.model)), id),
       id,
       INTERNAL,
@@ -1053,7 +1169,7 @@ describe("request ids", () => {
   onEveryRoute("makes one for a refusal that came without one", async (route) => {
     const response = await gateway(route.path, { method: "POST", body: "{}" });
     expect(response.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
-    await expectUnauthorized(response);
+    await expectRouteUnauthorized(route, response);
   });
 });
 
@@ -1149,7 +1265,7 @@ describe("streams", () => {
       streamBody(route, tenant.model, { error_event: true }),
     );
     expect(reference).toContain("event: error\n");
-    expect(reference).toContain("provider_error");
+    expect(reference).toContain(route.anthropic ? "overloaded_error" : "provider_error");
     expect(await (await sendStream(route, tenant, { error_event: true })).text()).toBe(reference);
   });
 
@@ -1313,7 +1429,7 @@ for (const route of ROUTES) {
       it(`answers ${refusal.status} ${refusal.code} for ${what} with param ${refusal.param}, forwarding nothing`, async () => {
         const tenant = await seedTenant();
         const id = unique("own-schema");
-        await expectRefusal(await postRaw(route.path, tenant, body(tenant.model), id), id, refusal);
+        await expectRefusal(route, await postRaw(route.path, tenant, body(tenant.model), id), id, refusal);
         await expectNotForwarded(id);
       });
     }

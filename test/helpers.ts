@@ -286,20 +286,22 @@ export const jsonBytes = (body: unknown) => encoder.encode(JSON.stringify(body))
  * await postRaw("/v1/chat/completions", tenant, JSON.stringify(reserving("chat", tenant.model, 500, 6)), id);
  */
 export function reserving(
-  route: "chat" | "responses",
+  route: "chat" | "responses" | "messages",
   model: string,
   reserve: number,
   use: number,
   extra: Record<string, unknown> = {},
 ): Record<string, unknown> {
   const mock = { reply: Array.from({ length: use - 1 }, () => "w").join(" "), ...(extra.mock as object) };
-  const cap = route === "chat" ? "max_tokens" : "max_output_tokens";
+  const cap = route === "responses" ? "max_output_tokens" : "max_tokens";
   for (let output = reserve - 1; output >= 1; output--) {
     // Spaces after the prompt's word add bytes, not words.
     const prompt = (pad: number) => `hi${" ".repeat(pad)}`;
     const body = (pad: number) => ({
       model,
-      ...(route === "chat" ? { messages: [{ role: "user", content: prompt(pad) }] } : { input: prompt(pad) }),
+      ...(route === "responses"
+        ? { input: prompt(pad) }
+        : { messages: [{ role: "user", content: prompt(pad) }] }),
       [cap]: output,
       ...extra,
       mock,

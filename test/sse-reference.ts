@@ -52,6 +52,10 @@ export const responsesFrames = (n: number, id: string) =>
   `"error":{"code":"stream_error","message":"upstream stream interrupted"}}}\n\n`;
 
 /** The mock upstream's Responses stream id, and the shape of the one the gateway makes up when it saw none. */
+/** What ends an interrupted Messages stream: Anthropic's error event, and no `[DONE]`. */
+export const MESSAGES_FRAME =
+  'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"upstream stream interrupted"}}\n\n';
+
 export const RESPONSES_UPSTREAM_ID = "resp_mock_stream";
 export const MADE_UP_RESPONSE_ID = /"id":"(resp_gw_[0-9a-f]{32})"/;
 

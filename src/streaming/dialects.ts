@@ -1,4 +1,5 @@
-import { chatUsage, responsesUsage, type Usage } from "../usage";
+import { anthropicEnvelope } from "../errors";
+import { chatUsage, messagesUsage, responsesUsage, type Usage } from "../usage";
 
 /**
  * What "finished" and "interrupted" mean for each API's event stream, and where its usage is. The
@@ -177,6 +178,8 @@ interface EventData {
   sequence_number?: unknown;
   response?: { id?: unknown } | null;
   choices?: unknown;
+  message?: { usage?: unknown } | null;
+  usage?: unknown;
 }
 
 /** The parsed data of an event, or undefined when it is not a JSON object. */
@@ -273,5 +276,60 @@ export function responsesDialect(): StreamDialect {
       const id = responseId ?? `resp_gw_${crypto.randomUUID().replaceAll("-", "")}`;
       return responsesInterruption(sequenceNumber, id);
     },
+  };
+}
+
+// Messages events are judged by their parsed data's own `type`, as Responses events are (see above).
+
+/** The events after which an Anthropic stream has nothing more to say: its end, or its own error. */
+const MESSAGES_TERMINAL_TYPES = new Set(["message_stop", "error"]);
+
+const isMessagesTerminal = (data: EventData | undefined) =>
+  typeof data?.type === "string" && MESSAGES_TERMINAL_TYPES.has(data.type);
+
+const MESSAGES_INTERRUPTION = encoder.encode(
+  `event: error\ndata: ${anthropicEnvelope("api_error", INTERRUPTED)}\n\n`,
+);
+
+/**
+ * Anthropic's Messages API: finished by `message_stop`, or by an `error` event of the upstream's
+ * own (Anthropic ends its stream there, and the caller already has an error). No `[DONE]`. The usage
+ * is `message_start`'s `message.usage` with the last `message_delta`'s `usage` over it, once a
+ * `message_delta` has told the output.
+ */
+export function messagesDialect(): StreamDialect {
+  let finished = false;
+  let started: object | undefined;
+  let usage: Usage | null = null;
+  let deltas = 0;
+  return {
+    observe(event) {
+      if (finished) return true;
+      const data = parseData(decoder.decode(event));
+      if (!data) return true;
+      if (data.type === "content_block_delta") deltas++;
+      else if (data.type === "message_start") started = data.message?.usage ?? undefined;
+      else if (data.type === "message_delta" && data.usage && typeof data.usage === "object") {
+        usage = messagesUsage({ usage: { ...started, ...data.usage } }) ?? usage;
+      } else finished = isMessagesTerminal(data);
+      return true;
+    },
+    get finished() {
+      return finished;
+    },
+    get usage() {
+      return usage;
+    },
+    get deltas() {
+      return deltas;
+    },
+    completeTail(tail) {
+      const text = decoder.decode(tail);
+      const lineEnd = trailingLineEnd(text);
+      return lineEnd && isMessagesTerminal(parseData(text.slice(0, -lineEnd.length)))
+        ? encoder.encode(lineEnd)
+        : null;
+    },
+    interruption: () => MESSAGES_INTERRUPTION,
   };
 }

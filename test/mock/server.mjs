@@ -9,8 +9,11 @@ import { createGzip } from "node:zlib";
 import {
   chatCompletion,
   chatStreamEvents,
+  countTokensResult,
   cuesOf,
   fillerPieces,
+  messagesResult,
+  messagesStreamEvents,
   modelList,
   padJsonLength,
   padJsonPieces,
@@ -98,6 +101,8 @@ const RAW_STREAM_ENDINGS = ["end", "reset", "stall"];
 const MODEL_APIS = {
   "/v1/chat/completions": { streamEvents: chatStreamEvents, result: chatCompletion },
   "/v1/responses": { streamEvents: responsesStreamEvents, result: responsesResult },
+  "/v1/messages": { streamEvents: messagesStreamEvents, result: messagesResult },
+  "/v1/messages/count_tokens": { streamEvents: messagesStreamEvents, result: countTokensResult },
 };
 
 /**

@@ -456,3 +456,108 @@ export function* padJsonPieces(char, total) {
   yield* fillerPieces(char, Math.max(0, total - PAD_JSON_OVERHEAD));
   yield PAD_JSON_SUFFIX;
 }
+
+// ---- the Messages API, shaped as Anthropic's SDKs expect --------------------------------------------------
+
+/**
+ * Anthropic usage: a word of the messages' text is an input token (at least 1); `cached_tokens`
+ * are reported as cache reads, apart from the input as Anthropic reports them.
+ * @param {RequestBody} body
+ * @param {number} outputTokens
+ */
+function messagesUsage(body, outputTokens) {
+  return {
+    input_tokens: Math.max(1, countWords(promptText(body))),
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: cachedTokensOf(body),
+    output_tokens: outputTokens,
+  };
+}
+
+/**
+ * A Messages API stream as its events (`event:` + `data:`), ending with `message_stop`; with
+ * `no_usage`, no `usage` in `message_start` or `message_delta`. `error_event`: one delta, then
+ * Anthropic's in-band `error` event, and the stream ends.
+ * @param {RequestBody} body
+ * @returns {string[]}
+ * @example messagesStreamEvents({ model: "m", stream: true }).at(-1) // 'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+ */
+export function messagesStreamEvents(body) {
+  const cues = cuesOf(body);
+  const eol = lineEndingOf(body);
+  /** @type {string[]} */
+  const events = [];
+  /**
+   * @param {string} type
+   * @param {object} [fields]
+   */
+  const emit = (type, fields = {}) =>
+    events.push(`event: ${type}${eol}data: ${JSON.stringify({ type, ...fields })}${eol}${eol}`);
+  const pieces = contentPieces(body);
+  const usage = withoutUsage(body) ? {} : { usage: messagesUsage(body, 1) };
+  emit("message_start", {
+    message: {
+      id: typeof cues.id === "string" ? cues.id : MESSAGE_ID,
+      type: "message",
+      role: "assistant",
+      model: body?.model ?? MODEL_ID,
+      content: [],
+      stop_reason: null,
+      stop_sequence: null,
+      ...usage,
+    },
+  });
+  emit("content_block_start", { index: 0, content_block: { type: "text", text: "" } });
+  emit("ping");
+  /** @param {string} text */
+  const delta = (text) => emit("content_block_delta", { index: 0, delta: { type: "text_delta", text } });
+  if (cues.error_event) {
+    if (pieces.length > 0) delta(/** @type {string} */ (pieces[0]));
+    emit("error", { error: { type: "overloaded_error", message: "Overloaded" } });
+    return events;
+  }
+  for (const text of pieces) delta(text);
+  emit("content_block_stop", { index: 0 });
+  emit("message_delta", {
+    delta: { stop_reason: "end_turn", stop_sequence: null },
+    ...(withoutUsage(body) ? {} : { usage: { output_tokens: pieces.length } }),
+  });
+  emit("message_stop");
+  return events;
+}
+
+/**
+ * The full serialized Messages stream (no transport faults) as one Buffer.
+ * @param {RequestBody} body
+ * @returns {Buffer}
+ */
+export function messagesStreamBytes(body) {
+  return Buffer.from(messagesStreamEvents(body).join(""), "utf8");
+}
+
+/**
+ * The non-streamed Messages API message; `n` numbers its id.
+ * @param {RequestBody} body
+ * @param {number} n
+ */
+export function messagesResult(body, n) {
+  const text = replyText(body);
+  const message = {
+    id: `msg_mock_${n}`,
+    type: "message",
+    role: "assistant",
+    model: body?.model ?? MODEL_ID,
+    content: [{ type: "text", text }],
+    stop_reason: "end_turn",
+    stop_sequence: null,
+  };
+  return withoutUsage(body) ? message : { ...message, usage: messagesUsage(body, countWords(text)) };
+}
+
+/**
+ * The count_tokens answer: the messages' words.
+ * @param {RequestBody} body
+ */
+export function countTokensResult(body) {
+  return { input_tokens: Math.max(1, countWords(promptText(body))) };
+}

@@ -4,7 +4,11 @@ import { describe, expect, it } from "vitest";
 import {
   chatStreamBytes,
   chatStreamEvents,
+  countTokensResult,
   cuesOf,
+  messagesResult,
+  messagesStreamBytes,
+  messagesStreamEvents,
   padJsonLength,
   padJsonPieces,
   rawStreamEvents,
@@ -15,6 +19,7 @@ import {
 const BUILDERS = [
   { api: "chat", events: chatStreamEvents, bytes: chatStreamBytes },
   { api: "Responses", events: responsesStreamEvents, bytes: responsesStreamBytes },
+  { api: "Messages", events: messagesStreamEvents, bytes: messagesStreamBytes },
 ];
 
 describe.each(BUILDERS)("$api stream builders", ({ events, bytes }) => {
@@ -75,5 +80,51 @@ describe("cuesOf", () => {
     for (const body of [undefined, null, {}, { mock: "hang" }, { mock: [1] }, { mock: null }, "text"]) {
       expect(cuesOf(body)).toEqual({});
     }
+  });
+});
+
+describe("messagesStreamEvents", () => {
+  /** Each event as [its event line's type, its data's type]. */
+  const types = (events: string[]) =>
+    events.map((event) => {
+      const [eventLine = "", dataLine = ""] = event.split("\n");
+      return [eventLine.slice(7), JSON.parse(dataLine.slice(6)).type];
+    });
+
+  it("is Anthropic's sequence, each event's line naming its data's type, message_stop last", () => {
+    const events = messagesStreamEvents({ model: "m", stream: true, mock: { reply: "a b" } });
+    expect(types(events).map(([event]) => event)).toEqual([
+      "message_start",
+      "content_block_start",
+      "ping",
+      "content_block_delta",
+      "content_block_delta",
+      "content_block_stop",
+      "message_delta",
+      "message_stop",
+    ]);
+    expect(types(events).every(([event, type]) => event === type)).toBe(true);
+  });
+
+  it("reports usage in message_start and message_delta, cached tokens as cache reads; none with no_usage", () => {
+    const body = { model: "m", messages: [{ role: "user", content: "x y z" }], mock: { cached_tokens: 2 } };
+    const data = messagesStreamEvents(body).map((event) => JSON.parse(event.split("data: ")[1]!));
+    expect(data[0].message.usage).toMatchObject({ input_tokens: 3, cache_read_input_tokens: 2 });
+    expect(data.at(-2).usage).toEqual({ output_tokens: 5 });
+    expect((messagesResult(body, 1) as { usage?: object }).usage).toMatchObject({
+      input_tokens: 3,
+      output_tokens: 5,
+    });
+    const none = messagesStreamEvents({ model: "m", mock: { no_usage: true } }).join("");
+    expect(none).not.toContain("usage");
+    expect(countTokensResult(body)).toEqual({ input_tokens: 3 });
+  });
+
+  it("error_event: one delta, then Anthropic's error event, and nothing after it", () => {
+    const events = messagesStreamEvents({ model: "m", mock: { error_event: true } });
+    expect(types(events).slice(-2)).toEqual([
+      ["content_block_delta", "content_block_delta"],
+      ["error", "error"],
+    ]);
   });
 });
