@@ -195,6 +195,17 @@ function parseData(text: string): EventData | undefined {
 const isTerminal = (data: EventData | undefined) =>
   typeof data?.type === "string" && TERMINAL_TYPES.has(data.type);
 
+/**
+ * The line ending that completes `tail` when it is a whole event whose parsed data ends the stream
+ * (`isEnd`), lacking only its blank line; otherwise null. Only whole JSON completes it: a data line
+ * may still be missing.
+ */
+function completeParsedTail(tail: Uint8Array, isEnd: (data: EventData | undefined) => boolean) {
+  const text = decoder.decode(tail);
+  const lineEnd = trailingLineEnd(text);
+  return lineEnd && isEnd(parseData(text.slice(0, -lineEnd.length))) ? encoder.encode(lineEnd) : null;
+}
+
 const INTERRUPTED = "upstream stream interrupted";
 
 /** The `event: error` and `event: response.failed` frames that end an interrupted Responses stream. */
@@ -263,14 +274,7 @@ export function responsesDialect(): StreamDialect {
     get deltas() {
       return deltas;
     },
-    completeTail(tail) {
-      const text = decoder.decode(tail);
-      const lineEnd = trailingLineEnd(text);
-      // Only whole JSON whose own type is terminal completes it: a data line may still be missing.
-      return lineEnd && isTerminal(parseData(text.slice(0, -lineEnd.length)))
-        ? encoder.encode(lineEnd)
-        : null;
-    },
+    completeTail: (tail) => completeParsedTail(tail, isTerminal),
     interruption() {
       const sequenceNumber = lastSequenceNumber === undefined ? 0 : lastSequenceNumber + 1;
       const id = responseId ?? `resp_gw_${crypto.randomUUID().replaceAll("-", "")}`;
@@ -323,13 +327,7 @@ export function messagesDialect(): StreamDialect {
     get deltas() {
       return deltas;
     },
-    completeTail(tail) {
-      const text = decoder.decode(tail);
-      const lineEnd = trailingLineEnd(text);
-      return lineEnd && isMessagesTerminal(parseData(text.slice(0, -lineEnd.length)))
-        ? encoder.encode(lineEnd)
-        : null;
-    },
+    completeTail: (tail) => completeParsedTail(tail, isMessagesTerminal),
     interruption: () => MESSAGES_INTERRUPTION,
   };
 }
