@@ -2,6 +2,7 @@
 // worker tests, one source file at a time. Not in CI: a mutant costs a whole vitest run.
 //
 //   npm run mutate -- src/streaming/sse.ts     # one file (or several)
+//   npm run mutate -- src/org-gate.ts:198-400  # only its lines 198 to 400 (to resume a stopped run)
 //   npm run mutate -- --changed                # the src/ files this branch or the working tree changed
 //   npm run mutate                             # every file in TESTS: hours
 //
@@ -15,7 +16,7 @@ import { Stryker } from "@stryker-mutator/core";
 
 /** The worker test files (without `test/` and `.test.ts`) that exercise each module. */
 const TESTS = {
-  "src/auth.ts": ["keys", "contract", "admin", "records", "log"],
+  "src/auth.ts": ["keys", "contract", "admin", "records", "log", "messages"],
   "src/body.ts": ["contract", "hostile", "admin", "usage"],
   "src/json-scan.ts": ["hostile", "contract"],
   "src/schemas.ts": ["contract"],
@@ -28,15 +29,16 @@ const TESTS = {
   "src/org-gate.ts": ["org-gate", "rate-limit", "hardening", "keys", "usage", "token-limits", "budgets"],
   "src/token-window.ts": ["token-limits", "org-gate"],
   "src/month-spend.ts": ["budgets"],
-  "src/errors.ts": ["contract", "log", "records"],
+  "src/errors.ts": ["contract", "log", "records", "messages"],
   "src/routing.ts": ["contract"],
   "src/log.ts": ["log"],
   "src/request-log.ts": ["log"],
-  "src/upstream.ts": ["contract", "hostile", "clients", "usage", "upstreams"],
+  "src/upstream.ts": ["contract", "hostile", "clients", "usage", "upstreams", "messages"],
   "src/targets.ts": ["upstreams"],
+  "src/base-url.ts": ["upstreams", "records"],
   "src/streaming/sse.ts": ["sse", "properties"],
-  "src/streaming/stream.ts": ["contract", "responses-stream", "usage", "clients"],
-  "src/streaming/dialects.ts": ["dialects", "usage", "responses-stream", "clients", "contract"],
+  "src/streaming/stream.ts": ["stream", "contract", "responses-stream", "messages", "usage", "clients"],
+  "src/streaming/dialects.ts": ["dialects", "usage", "responses-stream", "messages", "clients", "contract"],
   "src/admin/index.ts": ["admin", "records", "cache", "usage", "upstreams"],
   "src/admin/keys.ts": ["admin", "keys", "rate-limit"],
   "src/admin/schemas.ts": ["admin"],
@@ -44,7 +46,7 @@ const TESTS = {
   "src/usage.ts": ["usage", "token-limits"],
   "src/usage-ledger.ts": ["usage"],
   "src/metering.ts": ["usage", "hardening", "token-limits"],
-  "src/apis.ts": ["usage", "contract"],
+  "src/apis.ts": ["usage", "contract", "messages"],
 };
 
 const git = (...args) => execFileSync("git", args, { encoding: "utf8" }).split("\n").filter(Boolean);
@@ -78,7 +80,9 @@ function score(results) {
 }
 
 const files = filesToMutate(process.argv.slice(2));
-const unknown = files.filter((file) => !TESTS[file]);
+/** The source file of a Stryker pattern, which may end in a line range (`src/x.ts:10-40`). */
+const sourceOf = (pattern) => pattern.replace(/:\d+-\d+$/, "");
+const unknown = files.filter((file) => !TESTS[sourceOf(file)]);
 if (unknown.length) {
   console.error(`no test files known for ${unknown.join(", ")}: add them to TESTS in scripts/mutate.mjs`);
   process.exit(2);
@@ -103,9 +107,10 @@ function readSummary() {
 }
 for (const file of files) {
   // Read by scripts/mutate-runner.mjs and vitest.config.ts in Stryker's runner process.
-  process.env.MUTATE_TEST_FILES = TESTS[file].map((name) => `test/${name}.test.ts`).join(" ");
+  process.env.MUTATE_TEST_FILES = TESTS[sourceOf(file)].map((name) => `test/${name}.test.ts`).join(" ");
   // Each mutant's result as it comes (scripts/mutate-runner.mjs): what a stopped run leaves.
-  process.env.MUTATE_PROGRESS_FILE = `reports/mutation/${file.replaceAll("/", "_")}.progress.jsonl`;
+  const name = file.replaceAll("/", "_").replace(":", "@");
+  process.env.MUTATE_PROGRESS_FILE = `reports/mutation/${name}.progress.jsonl`;
   writeFileSync(process.env.MUTATE_PROGRESS_FILE, "");
   const stryker = new Stryker({
     plugins: ["./scripts/mutate-runner.mjs"],
@@ -121,7 +126,7 @@ for (const file of files) {
     timeoutFactor: 3,
     timeoutMS: 10_000,
     reporters: ["clear-text", "json", "progress-append-only", "progress-file"],
-    jsonReporter: { fileName: `reports/mutation/${file.replaceAll("/", "_")}.json` },
+    jsonReporter: { fileName: `reports/mutation/${name}.json` },
     // No incremental reruns: Stryker reuses a survivor's result unless it sees the tests change,
     // and this runner cannot show it which tests changed, so a reused survivor may be stale.
     incremental: false,
