@@ -40,7 +40,8 @@ export default defineConfig({
           name: "worker",
           include: ["test/*.test.ts"],
           globalSetup: ["./test/global-setup.ts"],
-          setupFiles: ["./test/log-audit.ts"],
+          // Under `npm run mutate`, each test's covered mutants go back to the runner.
+          setupFiles: ["./test/log-audit.ts", ...(mutating ? ["./test/mutate-coverage.ts"] : [])],
           testTimeout: 20_000,
         },
       },

@@ -6,6 +6,11 @@
 // vitest start per mutant. A changed binding makes the workers pool restart workerd's isolates
 // for the run, so every run evaluates the instrumented modules afresh with its mutant active
 // from the start, static (module top level) mutants included, as `reloadEnvironment` asks.
+//
+// Coverage is per test (test/mutate-coverage.ts reports it from inside workerd): a mutant runs
+// only the tests that reached it, in their files' order. A test that fails when run without the
+// tests before it would kill every mutant it covers, so a kill by a filtered run counts only once
+// the same filtered run passes without the mutant; otherwise the mutant runs its whole files.
 import { declareClassPlugin, PluginKind, tokens } from "@stryker-mutator/api/plugin";
 import { DryRunStatus, MutantRunStatus, TestStatus } from "@stryker-mutator/api/test-runner";
 import { appendFileSync } from "node:fs";
@@ -13,6 +18,14 @@ import { createVitest } from "vitest/node";
 
 /** The test files for this run, set by scripts/mutate.mjs (space separated, relative to the root). */
 const testFiles = () => (process.env.MUTATE_TEST_FILES ?? "").split(" ").filter(Boolean);
+
+// A test's id for Stryker carries its file, since Stryker may hand a mutant to a runner other than
+// the one that ran the dry run: `<file path> <vitest's test id>`.
+/** @param {import("vitest/node").TestCase} test */
+const strykerId = (test) => `${test.module.moduleId} ${test.id}`;
+/** The vitest ids of the tests of `file` among the Stryker ids in `filter`. */
+const idsIn = (filter, file) =>
+  filter.filter((id) => id.startsWith(`${file} `)).map((id) => id.slice(file.length + 1));
 
 class WorkerdVitestRunner {
   static inject = tokens();
@@ -22,6 +35,8 @@ class WorkerdVitestRunner {
     this.vitest = undefined;
     /** The tests failed so far in the current run. */
     this.failed = [];
+    /** Whether a filtered run (key: its file and test ids) passes without a mutant. */
+    this.filterPasses = new Map();
   }
 
   capabilities() {
@@ -41,8 +56,11 @@ class WorkerdVitestRunner {
     this.vitest = await createVitest("test", { watch: false, project: ["worker"], reporters: [reporter] });
   }
 
-  /** Runs the test files with `mutant` active ("" for none): the failed tests, and how many ran. */
-  async run(mutant, timeoutMs) {
+  /**
+   * Runs the test files with `mutant` active ("" for none), only the tests `filter` names if
+   * given: the failed tests, and how many ran.
+   */
+  async run(mutant, timeoutMs, filter) {
     const vitest = /** @type {import("vitest/node").Vitest} */ (this.vitest);
     this.failed = [];
     // The key's type is declared for the tests (test/global-setup.ts), out of this script's sight.
@@ -53,7 +71,7 @@ class WorkerdVitestRunner {
     const timedOut = new Promise((resolve) => {
       timer = setTimeout(() => resolve("timeout"), timeoutMs);
     });
-    const result = await Promise.race([this.inTurn(files), timedOut]);
+    const result = await Promise.race([this.inTurn(files, filter), timedOut]);
     clearTimeout(timer);
     if (result === "timeout") {
       // A mutant that hangs the Worker may hang the pool too: start a new vitest for the next.
@@ -72,15 +90,24 @@ class WorkerdVitestRunner {
    * together, and a kill costs the start of the slowest.) The dry run goes the same way, so that
    * Stryker's timeouts, taken from it, fit a surviving mutant's run.
    */
-  async inTurn(files) {
+  async inTurn(files, filter) {
     const vitest = /** @type {import("vitest/node").Vitest} */ (this.vitest);
+    const project = /** @type {import("vitest/node").TestProject} */ (
+      vitest.projects.find((candidate) => candidate.name === "worker")
+    );
     /** @type {import("vitest/node").TestCase[]} */
     const tests = [];
     /** @type {string[]} */
     const errors = [];
     for (const file of files) {
-      const result = await vitest.runTestFiles([file]);
-      tests.push(...result.testModules.flatMap((module) => [...module.children.allTests()]));
+      const testIds = filter && idsIn(filter, file);
+      if (testIds && !testIds.length) continue;
+      const result = testIds
+        ? await vitest.runTestSpecifications([project.createSpecification(file, { testIds })])
+        : await vitest.runTestFiles([file]);
+      // The tests a filter left out are in the result too, as skipped.
+      const ran = result.testModules.flatMap((module) => [...module.children.allTests()]);
+      tests.push(...ran.filter((test) => test.result().state !== "skipped"));
       const moduleErrors = result.testModules.flatMap((module) => module.errors());
       errors.push(
         ...[...moduleErrors, ...result.unhandledErrors].map((error) =>
@@ -103,21 +130,51 @@ class WorkerdVitestRunner {
         errorMessage: [...names, ...outcome.errors].join("\n") || "no tests",
       };
     }
+    /** @type {import("@stryker-mutator/api/core").MutantCoverage} */
+    const mutantCoverage = { static: {}, perTest: {} };
+    for (const test of outcome.tests) {
+      const coverage = test.meta().strykerCoverage ?? { test: [], static: [] };
+      mutantCoverage.perTest[strykerId(test)] = Object.fromEntries(coverage.test.map((id) => [id, 1]));
+      for (const id of coverage.static) mutantCoverage.static[id] = 1;
+    }
     return {
       status: DryRunStatus.Complete,
       tests: outcome.tests.map((test) => ({
-        id: test.fullName,
+        id: strykerId(test),
         name: test.fullName,
         status: TestStatus.Success,
         timeSpentMs: test.diagnostic()?.duration ?? 0,
       })),
+      mutantCoverage,
     };
   }
 
-  /** @returns {Promise<import("@stryker-mutator/api/test-runner").MutantRunResult>} */
-  async mutantRun({ activeMutant, timeout }) {
-    const outcome = await this.run(activeMutant.id, timeout);
+  /** Whether the tests `filter` names pass in `file` without a mutant, run as a mutant's are. */
+  async filterPassesAlone(file, filter, timeoutMs) {
+    const inFile = filter.filter((id) => id.startsWith(`${file} `));
+    const key = inFile.join(" ");
+    if (!this.filterPasses.has(key)) {
+      this.filterPasses.set(key, false);
+      const outcome = await this.run("", timeoutMs, inFile);
+      this.filterPasses.set(key, outcome !== "timeout" && !outcome.failed.length && !outcome.errors.length);
+    }
+    return this.filterPasses.get(key);
+  }
+
+  /**
+   * @param {import("@stryker-mutator/api/test-runner").MutantRunOptions} options
+   * @returns {Promise<import("@stryker-mutator/api/test-runner").MutantRunResult>}
+   */
+  async mutantRun({ activeMutant, timeout, testFilter }) {
+    // Stryker's timeout is made from the tests' own times, which leave out workerd's restart.
+    const timeoutMs = Math.max(timeout, 60_000);
+    let outcome = await this.run(activeMutant.id, timeoutMs, testFilter);
     if (outcome === "timeout") return { status: MutantRunStatus.Timeout };
+    const failedFile = outcome.failed[0]?.module.moduleId;
+    if (testFilter && failedFile && !(await this.filterPassesAlone(failedFile, testFilter, timeoutMs))) {
+      outcome = await this.run(activeMutant.id, timeoutMs);
+      if (outcome === "timeout") return { status: MutantRunStatus.Timeout };
+    }
     if (outcome.failed.length || outcome.errors.length) {
       const first = outcome.failed[0];
       return {
@@ -127,6 +184,8 @@ class WorkerdVitestRunner {
         nrOfTests: outcome.tests.length,
       };
     }
+    // A survivor is a claim about the tests that ran: a run of none proves nothing.
+    if (!outcome.tests.length) return { status: MutantRunStatus.Error, errorMessage: "no test ran" };
     return { status: MutantRunStatus.Survived, nrOfTests: outcome.tests.length };
   }
 

@@ -116,7 +116,9 @@ for (const file of files) {
     plugins: ["./scripts/mutate-runner.mjs"],
     testRunner: "workerd-vitest",
     mutate: [file],
-    coverageAnalysis: "off",
+    // Each test's coverage comes from inside workerd (test/mutate-coverage.ts); a mutant reached
+    // outside any test ("static") runs every test.
+    coverageAnalysis: "perTest",
     // Each vitest run keeps a core busy; more runners than cores make timing tests flaky.
     concurrency: Number(process.env.MUTATE_CONCURRENCY ?? 1),
     // A mutant "times out" after 3 times the dry run's time plus 10 s; a timeout restarts vitest.
