@@ -12,6 +12,7 @@ import {
   openai,
   seedTenant,
   unique,
+  until,
   usageOnce,
   type Tenant,
 } from "./helpers";
@@ -150,6 +151,25 @@ describe("the month of a budget", () => {
     await evictDurableObject(gate(tenant.org));
     await expectBudgetSpent(tenant, "organization", REQUEST_USD);
   });
+
+  it("charges a request that ended in the old month to it, though its usage is written in the new one", async () => {
+    // 20 ms before the turn: the request's usage is read at its end and written about 50 ms later.
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.UTC(2030, 2, 31, 23, 59, 59, 980) });
+    const tenant = await pricedTenant({ monthly_budget_usd: REQUEST_USD });
+    expect(await status(tenant)).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    vi.setSystemTime(Date.UTC(2030, 3, 1));
+    // Written, as March's: the report of March's last hour has it.
+    await until(async () => {
+      const range = "from=2030-03-31T23:00:00.000Z&to=2030-04-01T00:00:00.000Z";
+      const response = await gateway(`/admin/orgs/${tenant.org}/usage?${range}`, { headers: ADMIN });
+      expect((await response.json<{ total: { requests: number } }>()).total.requests).toBe(1);
+    });
+    // April has spent nothing.
+    expect(await status(tenant)).toBe(200);
+    await usageOnce(tenant.org, 1);
+    await expectBudgetSpent(tenant, "organization", REQUEST_USD);
+  });
 });
 
 describe("budget changes", () => {
@@ -195,7 +215,14 @@ describe("the gate's stored spend", () => {
       state.storage.sql.exec("INSERT INTO spend VALUES (?, 'someone', 0.5)", month);
     });
     await evictDurableObject(gate(tenant.org));
-    await expectBudgetSpent(tenant, "organization", 1);
+    const errors = vi.spyOn(console, "error");
+    try {
+      await expectBudgetSpent(tenant, "organization", 1);
+      // The operator's one sign of it, naming the month.
+      expect(errors.mock.calls).toEqual([[JSON.stringify({ message: "month spend unreadable", month })]]);
+    } finally {
+      errors.mockRestore();
+    }
     // Only user budgets: the unreadable row is someone else's.
     const put = await gateway(`/admin/orgs/${tenant.org}`, {
       method: "PUT",
@@ -204,5 +231,15 @@ describe("the gate's stored spend", () => {
     });
     expect(put.status).toBe(200);
     expect(await status(tenant)).toBe(200);
+    // Until the user's own row cannot be read.
+    await runInDurableObject(gate(tenant.org), (_, state) => {
+      state.storage.sql.exec(
+        "UPDATE spend SET cost_nanos = 0.5 WHERE month = ? AND user_id = ?",
+        month,
+        tenant.user,
+      );
+    });
+    await evictDurableObject(gate(tenant.org));
+    await expectBudgetSpent(tenant, "user", 1);
   });
 });
