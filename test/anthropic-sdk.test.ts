@@ -136,18 +136,20 @@ describe("@anthropic-ai/sdk: messages.stream", () => {
   }
 
   // The gateway ends each of these with Anthropic's `error` event, which the SDK raises as a plain
-  // APIError (no status: it arrived inside a 200) carrying the event's body. Without it the SDK
-  // would end quietly with the partial message.
+  // APIError (no status: it arrived inside a 200) carrying the event's body. Without that event,
+  // iterating either stream ends quietly after the last event that came, and finalMessage() rejects
+  // only with a generic "stream ended without producing a Message".
   const interruptions: Array<[string, Record<string, unknown>, string]> = [
     ["a break after the first delta", { reset_after_events: 4 }, "Grüße "],
     ["silence after the first delta", { stall_after_events: 4 }, "Grüße "],
     ["an end without message_stop", { end_without_done: true }, REPLY],
   ];
   for (const [what, mock, before] of interruptions) {
-    it(`raises an APIError for ${what}, both in finalMessage() and in iteration`, async () => {
+    it(`raises an APIError for ${what}: in finalMessage(), and iterating messages.stream() or create({ stream: true })`, async () => {
       const tenant = await seedTenant();
       const client = anthropic(tenant.key);
       const body = params(tenant.model, { mock: { reply: REPLY, ...mock } });
+      const lastEvent = before === REPLY ? "message_delta" : "content_block_delta";
       const frame = { type: "error", error: { type: "api_error", message: "upstream stream interrupted" } };
       const expectInterrupted = (error: unknown) => {
         expect((error as object).constructor).toBe(Anthropic.APIError);
@@ -158,6 +160,16 @@ describe("@anthropic-ai/sdk: messages.stream", () => {
         expect(apiError.apiMessage).toBe("upstream stream interrupted");
         expect(apiError.message).toBe(JSON.stringify(frame));
       };
+      /** Iterates the events to their end; returns the error it raised and the events' types. */
+      const iterate = async (events: AsyncIterable<{ type: string }>) => {
+        const types: string[] = [];
+        const error = await failure(
+          (async () => {
+            for await (const event of events) types.push(event.type);
+          })(),
+        );
+        return { error, last: types.at(-1) };
+      };
 
       const stream = client.messages.stream(body);
       let text = "";
@@ -165,15 +177,13 @@ describe("@anthropic-ai/sdk: messages.stream", () => {
       expectInterrupted(await failure(stream.finalMessage()));
       expect(text).toBe(before);
 
-      const events: string[] = [];
-      const iterated = client.messages.stream(body);
-      const thrown = await failure(
-        (async () => {
-          for await (const event of iterated) events.push(event.type);
-        })(),
-      );
-      expectInterrupted(thrown);
-      expect(events.at(-1)).toBe(before === REPLY ? "message_delta" : "content_block_delta");
+      const iterated = await iterate(client.messages.stream(body));
+      expectInterrupted(iterated.error);
+      expect(iterated.last).toBe(lastEvent);
+
+      const raw = await iterate(await client.messages.create({ ...body, stream: true }));
+      expectInterrupted(raw.error);
+      expect(raw.last).toBe(lastEvent);
     });
   }
 });
