@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, inject, it } from "vitest";
 import { messagesDialect } from "../src/streaming/dialects";
 import {
   captureLogLines,
@@ -29,6 +29,9 @@ import {
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
+
+// Under `npm run mutate` the "\n" sweep takes the sample the other line endings take, as in stream.test.ts.
+const mutating = inject("strykerActiveMutant") !== undefined;
 
 /** The 401 of the Messages routes, byte for byte, whatever the cause. */
 const ANTHROPIC_UNAUTHORIZED =
@@ -398,31 +401,39 @@ describe("Messages streams", () => {
     expect(withoutKeepAlives(await response.text())).toBe(want);
   });
 
-  it("give exactly the complete events, then the frame, at every byte offset of a stream", async () => {
-    const tenant = await seedTenant({
-      orgLimits: { requests_per_minute: 100_000, user_requests_per_minute: 100_000 },
-    });
-    const mock = { reply: REPLY.slice(0, 40) };
-    const body = messagesBody(tenant, { stream: true, mock });
-    const stream = await referenceStream("/v1/messages", body);
-    const bytes = encoder.encode(stream);
-    const ends = eventEndsInBytes(bytes, "\n");
-    const terminalAt = ends.at(-1)!.complete;
-    const cuts = cutsFor(bytes, true);
-    expect(cuts.length).toBe(bytes.length + 1);
-    const failures: string[] = [];
-    const run = async (cut: number) => {
-      const response = await messages(tenant, { stream: true, mock: { ...mock, reset_after_bytes: cut } });
-      const got = withoutKeepAlives(await response.text());
-      const want =
-        completedAfterCut(bytes, ends, "\n", cut) ??
-        decoder.decode(expectedAfterCut(bytes, ends, cut)) + (cut >= terminalAt ? "" : MESSAGES_FRAME);
-      if (response.status !== 200 || got !== want)
-        failures.push(`cut ${cut}: ${JSON.stringify(got.slice(-120))}`);
-    };
-    for (let i = 0; i < cuts.length; i += 16) await Promise.all(cuts.slice(i, i + 16).map(run));
-    expect(failures.slice(0, 5)).toEqual([]);
-  }, 180_000);
+  // As the chat sweep (stream.test.ts): every byte offset with "\n"; with "\r\n" and "\r", every
+  // cut near a line end and every 5th byte elsewhere. The frame is always written with "\n".
+  for (const lineEnd of ["\n", "\r\n", "\r"]) {
+    it(`give exactly the complete events, then the frame, at every cut of a stream (${JSON.stringify(lineEnd)})`, async () => {
+      const tenant = await seedTenant({
+        orgLimits: { requests_per_minute: 100_000, user_requests_per_minute: 100_000 },
+      });
+      const mock = { reply: REPLY.slice(0, 40), line_ending: lineEnd };
+      const body = messagesBody(tenant, { stream: true, mock });
+      const stream = await referenceStream("/v1/messages", body);
+      const bytes = encoder.encode(stream);
+      const ends = eventEndsInBytes(bytes, lineEnd);
+      expect(ends.length).toBe(eventsOf(stream, lineEnd).length);
+      expect(ends.length).toBeGreaterThanOrEqual(10);
+      const terminalAt = ends.at(-1)!.complete;
+      const everyOffset = lineEnd === "\n" && !mutating;
+      const cuts = cutsFor(bytes, everyOffset);
+      if (everyOffset) expect(cuts.length).toBe(bytes.length + 1);
+      else expect(cuts.length).toBeGreaterThanOrEqual(500);
+      const failures: string[] = [];
+      const run = async (cut: number) => {
+        const response = await messages(tenant, { stream: true, mock: { ...mock, reset_after_bytes: cut } });
+        const got = withoutKeepAlives(await response.text());
+        const want =
+          completedAfterCut(bytes, ends, lineEnd, cut) ??
+          decoder.decode(expectedAfterCut(bytes, ends, cut)) + (cut >= terminalAt ? "" : MESSAGES_FRAME);
+        if (response.status !== 200 || got !== want)
+          failures.push(`cut ${cut}: ${JSON.stringify(got.slice(-120))}`);
+      };
+      for (let i = 0; i < cuts.length; i += 16) await Promise.all(cuts.slice(i, i + 16).map(run));
+      expect(failures.slice(0, 5)).toEqual([]);
+    }, 180_000);
+  }
 });
 
 describe("Messages: usage of a whole body", () => {
