@@ -1,5 +1,5 @@
 // `npm run mutate [-- FILE...] [-- --changed]`: mutation testing of src/ (Stryker) against the
-// worker tests, one source file at a time. Not in CI: a mutant costs a whole vitest run.
+// worker tests, one source file at a time. Not in CI: a file takes minutes to an hour.
 //
 //   npm run mutate -- src/streaming/sse.ts     # one file (or several)
 //   npm run mutate -- src/org-gate.ts:198-400  # only its lines 198 to 400 (to resume a stopped run)
@@ -7,14 +7,18 @@
 //   npm run mutate                             # every file in TESTS: hours
 //
 // Stryker's vitest runner cannot reach code inside workerd (its mutants all "survive" with no test
-// run), so scripts/mutate-runner.mjs runs each mutant over the test files that exercise its module
-// in one long-lived vitest. Each file's report is written to reports/mutation/<file>.json and a
+// run), so scripts/mutate-runner.mjs runs each mutant over the worker tests that reach it (coverage
+// per test, from inside workerd) in one long-lived vitest. Each file's report is written to reports/mutation/<file>.json and a
 // score table to reports/mutation/summary.json.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Stryker } from "@stryker-mutator/core";
 
-/** The worker test files (without `test/` and `.test.ts`) that exercise each module. */
+/**
+ * The worker test files (without `test/` and `.test.ts`) that exercise each module most directly:
+ * they run first. Every other worker test file follows, since coverage (per test) decides which
+ * tests a mutant runs, and a test elsewhere may be the only one to reach a line.
+ */
 const TESTS = {
   "src/auth.ts": ["keys", "contract", "admin", "records", "log", "messages"],
   "src/body.ts": ["contract", "hostile", "admin", "usage"],
@@ -64,6 +68,11 @@ const TESTS = {
   "src/metering.ts": ["usage", "hardening", "token-limits"],
   "src/apis.ts": ["usage", "contract", "messages", "anthropic-sdk"],
 };
+
+/** Every test file of the `worker` project (vitest.config.ts: `test/*.test.ts`). */
+const WORKER_TESTS = readdirSync("test")
+  .filter((name) => name.endsWith(".test.ts"))
+  .map((name) => `test/${name}`);
 
 const git = (...args) => execFileSync("git", args, { encoding: "utf8" }).split("\n").filter(Boolean);
 
@@ -123,7 +132,9 @@ function readSummary() {
 }
 for (const file of files) {
   // Read by scripts/mutate-runner.mjs and vitest.config.ts in Stryker's runner process.
-  process.env.MUTATE_TEST_FILES = TESTS[sourceOf(file)].map((name) => `test/${name}.test.ts`).join(" ");
+  const first = TESTS[sourceOf(file)].map((name) => `test/${name}.test.ts`);
+  const rest = WORKER_TESTS.filter((path) => !first.includes(path));
+  process.env.MUTATE_TEST_FILES = [...first, ...rest].join(" ");
   // Each mutant's result as it comes (scripts/mutate-runner.mjs): what a stopped run leaves.
   const name = file.replaceAll("/", "_").replace(":", "@");
   process.env.MUTATE_PROGRESS_FILE = `reports/mutation/${name}.progress.jsonl`;
