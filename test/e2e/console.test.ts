@@ -1,0 +1,334 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { AdminClient } from "../../scripts/admin-client.mjs";
+import { startLocalGateway } from "../../scripts/local-gateway.mjs";
+import { ADMIN_TOKEN, type LocalGateway } from "./harness";
+
+// The console in a real browser (Debian's chromium, driven by playwright-core) against the built
+// gateway under Miniflare: what an operator clicks, checked afterwards through the admin API.
+// `CONSOLE_SCREENSHOTS=1` also writes the README's screenshots (docs/console-*.png).
+
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const SCREENSHOTS = process.env.CONSOLE_SCREENSHOTS ? join(import.meta.dirname, "..", "..", "docs") : null;
+
+let gateway: LocalGateway;
+let admin: AdminClient;
+let browser: Browser;
+let context: BrowserContext;
+/** The page's uncaught errors and refusals under its Content-Security-Policy, and every request it made. */
+let problems: string[];
+let requests: { url: string; authorization: string | undefined }[];
+
+beforeAll(async () => {
+  [gateway, browser] = await Promise.all([
+    startLocalGateway({ adminToken: ADMIN_TOKEN }),
+    chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--headless=new", "--no-sandbox"] }),
+  ]);
+  admin = new AdminClient(gateway.url, ADMIN_TOKEN);
+  await admin.putModel("console-model", { pricing: { input_per_mtok: 2, output_per_mtok: 8 } });
+  await admin.putGroup("console-group", ["console-model"]);
+}, 60_000);
+afterAll(async () => {
+  await browser?.close();
+  await gateway?.close();
+});
+afterEach(async () => {
+  await context?.close();
+  // Every page, whatever it was made to do, ran without an error and within its policy.
+  expect(problems).toEqual([]);
+});
+
+/** A fresh browser profile on the console's page, recording what the page logs and asks. */
+async function openConsole(): Promise<Page> {
+  context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  // Well inside the test's own timeout, so that a failing step names itself.
+  context.setDefaultTimeout(10_000);
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: gateway.url });
+  const page = await context.newPage();
+  problems = [];
+  requests = [];
+  page.on("console", (message) => {
+    if (message.text().includes("Content Security Policy")) problems.push(message.text());
+  });
+  page.on("pageerror", (error) => problems.push(`uncaught: ${error.message}`));
+  page.on("request", (request) =>
+    requests.push({ url: request.url(), authorization: request.headers()["authorization"] }),
+  );
+  await page.goto(`${gateway.url}/console/`);
+  return page;
+}
+
+async function logIn(page: Page, token = ADMIN_TOKEN) {
+  await page.fill("#login input[name=token]", token);
+  await page.click("#login button[type=submit]");
+}
+
+async function loggedIn(): Promise<Page> {
+  const page = await openConsole();
+  await logIn(page);
+  await page.waitForSelector("#nav:not([hidden])");
+  return page;
+}
+
+const storage = (page: Page) =>
+  page.evaluate(() => ({
+    session: { ...sessionStorage },
+    local: { ...localStorage },
+    url: location.href,
+  }));
+
+/** The texts of a table's body cells, row by row. */
+const rows = (page: Page, table: string) =>
+  page.$$eval(`${table} tbody tr`, (trs) =>
+    trs.map((tr) => Array.from(tr.querySelectorAll("td"), (td) => td.textContent)),
+  );
+
+describe("the console's token", () => {
+  it("holds nothing and asks nothing before the token is given", async () => {
+    const page = await openConsole();
+    await page.waitForLoadState("networkidle");
+    expect(await page.isVisible("#login")).toBe(true);
+    expect(await page.isHidden("#nav")).toBe(true);
+    expect(requests.filter((request) => request.url.includes("/admin/"))).toEqual([]);
+    expect(await storage(page)).toEqual({ session: {}, local: {}, url: `${gateway.url}/console/` });
+  });
+
+  it("refuses a wrong token with the API's message and keeps nothing of it", async () => {
+    const page = await openConsole();
+    await logIn(page, "not-the-token");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toBe("Unauthorized");
+    expect(await page.isHidden("#nav")).toBe(true);
+    expect(await page.isVisible("#login")).toBe(true);
+    expect(await storage(page)).toEqual({ session: {}, local: {}, url: `${gateway.url}/console/` });
+  });
+
+  it("keeps the token in sessionStorage only and sends it only as Authorization: Bearer", async () => {
+    const page = await loggedIn();
+    expect(await storage(page)).toEqual({
+      session: { "gateway-admin-token": ADMIN_TOKEN },
+      local: {},
+      url: `${gateway.url}/console/`,
+    });
+    // Not left in the form either.
+    expect(await page.inputValue("#login input[name=token]")).toBe("");
+    const calls = requests.filter((request) => request.url.includes("/admin/"));
+    expect(calls.length).toBeGreaterThan(0);
+    for (const call of calls) expect(call.authorization).toBe(`Bearer ${ADMIN_TOKEN}`);
+    expect(requests.filter((request) => request.url.includes(ADMIN_TOKEN))).toEqual([]);
+
+    await page.click("#logout");
+    expect(await storage(page)).toMatchObject({ session: {}, local: {} });
+    expect(await page.isVisible("#login")).toBe(true);
+  });
+});
+
+describe("keys", () => {
+  it("mints a key through the page, shows it once with a copy button, and the API has it", async () => {
+    const page = await loggedIn();
+    await page.click("#nav [data-view=keys]");
+    await page.waitForSelector("#group-select option[value=console-group]", { state: "attached" });
+    await page.fill("#mint-form input[name=org]", "console-org");
+    await page.fill("#mint-form input[name=user]", "carol");
+    await page.selectOption("#mint-form select[name=group]", "console-group");
+    await page.fill("#mint-form input[name=name]", "minted in the console");
+    await page.click("#mint-form button[type=submit]");
+    await page.waitForSelector("#minted:not([hidden])");
+    const key = (await page.textContent("#minted-key"))!;
+    expect(key).toMatch(/^sk-gw-[0-9A-Za-z]{32,}$/);
+
+    await page.click("#copy-key");
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(key);
+
+    const { data } = await admin.listKeys("console-org");
+    expect(data).toEqual([
+      expect.objectContaining({
+        org: "console-org",
+        user: "carol",
+        group: "console-group",
+        name: "minted in the console",
+      }),
+    ]);
+    const works = await fetch(`${gateway.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+    expect(works.status).toBe(200);
+    // Listed, never with the key.
+    await page.waitForSelector(`#keys-table td:text-is("${data[0].id}")`);
+    expect(await page.textContent("#keys-table")).not.toContain(key);
+
+    await page.click("#dismiss-key");
+    expect(await page.isHidden("#minted")).toBe(true);
+    expect(await page.textContent("#minted-key")).toBe("");
+    if (SCREENSHOTS) {
+      await mkdir(SCREENSHOTS, { recursive: true });
+      await page.screenshot({ path: join(SCREENSHOTS, "console-keys.png"), fullPage: true });
+    }
+  });
+
+  it("revokes a key after a confirmation, and not without one", async () => {
+    const created = await admin.createKey({
+      org: "revoke-org",
+      user: "dan",
+      group: "console-group",
+      name: "old",
+    });
+    const page = await loggedIn();
+    await page.click("#nav [data-view=keys]");
+    const revoke = page
+      .locator("#keys-table tr", { hasText: created.id })
+      .getByRole("button", { name: "Revoke" });
+
+    page.once("dialog", (dialog) => void dialog.dismiss());
+    await revoke.click();
+    await page.waitForLoadState("networkidle");
+    expect((await admin.listKeys("revoke-org")).data[0].revoked_at).toBeUndefined();
+
+    let asked = "";
+    page.once("dialog", (dialog) => {
+      asked = dialog.message();
+      void dialog.accept();
+    });
+    await revoke.click();
+    await page
+      .locator("#keys-table tr", { hasText: created.id })
+      .getByRole("button")
+      .waitFor({ state: "detached" });
+    expect(asked).toBe(
+      `Revoke key ${created.id} (dan, old)? Its next request gets 401; this cannot be undone.`,
+    );
+    const [record] = (await admin.listKeys("revoke-org")).data;
+    expect(record.revoked_at).toEqual(expect.any(String));
+    expect(await rows(page, "#keys-table")).toContainEqual([
+      created.id,
+      "revoke-org",
+      "dan",
+      "console-group",
+      "old",
+      created.created_at,
+      record.revoked_at,
+      "",
+    ]);
+    const refused = await fetch(`${gateway.url}/v1/models`, {
+      headers: { authorization: `Bearer ${created.key}` },
+    });
+    expect(refused.status).toBe(401);
+  });
+});
+
+describe("usage", () => {
+  it("shows requests just sent in the chart and the top users and keys, to the cent and token", async () => {
+    const { key, id } = await admin.createKey({
+      org: "usage-org",
+      user: "bo",
+      group: "console-group",
+      name: "bo's",
+    });
+    for (const content of ["a b c", "d"]) {
+      const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "console-model", messages: [{ role: "user", content }] }),
+      });
+      expect(response.status).toBe(200);
+      await response.text();
+    }
+    // Metering is batched after the answers (within 5 s): wait until the API shows both.
+    for (let tries = 0; (await admin.usage("usage-org")).total.requests < 2; tries++) {
+      expect(tries).toBeLessThan(50);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+
+    const page = await loggedIn();
+    await page.fill("#usage-form input[name=org]", "usage-org");
+    await page.click("#usage-form button[type=submit]");
+    await page.waitForSelector("#top-keys tbody tr");
+    const today = new Date().toISOString().slice(0, 10);
+    const monthStart = `${today.slice(0, 8)}01`;
+
+    // 4 prompt and 10 reply words (the mock's tokens): 4 x $2 + 10 x $8 per million tokens.
+    expect(await page.textContent("#usage-total")).toBe(
+      `usage-org, ${monthStart} to ${today}: 2 requests, 4 input and 10 output tokens, $0.000088`,
+    );
+    expect(await rows(page, "#top-users")).toEqual([["bo", "2", "4", "10", "$0.000088"]]);
+    expect(await rows(page, "#top-keys")).toEqual([[id, "bo's", "bo", "2", "4", "10", "$0.000088"]]);
+
+    const chart = (canvas: string) =>
+      page.evaluate((selector) => {
+        const { Chart } = globalThis as unknown as { Chart: typeof import("chart.js").Chart };
+        const { data } = Chart.getChart(document.querySelector(selector) as HTMLCanvasElement)!;
+        return { labels: data.labels, datasets: data.datasets.map(({ label, data }) => ({ label, data })) };
+      }, canvas);
+    const days = Number(today.slice(8, 10));
+    const onlyToday = (value: number) => Array.from({ length: days }, (_, i) => (i === days - 1 ? value : 0));
+    const cost = await chart("#cost-chart");
+    expect(cost.labels).toHaveLength(days);
+    expect(cost.labels?.at(-1)).toBe(today);
+    expect(cost.datasets).toEqual([{ label: "console-model", data: onlyToday(0.000088) }]);
+    expect((await chart("#tokens-chart")).datasets).toEqual([
+      { label: "console-model", data: onlyToday(14) },
+    ]);
+
+    if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, "console-usage.png"), fullPage: true });
+  });
+});
+
+describe("errors from the API", () => {
+  it("are shown with their message, and nothing is written", async () => {
+    const page = await loggedIn();
+    await page.click("#nav [data-view=groups]");
+    await page.fill("#group-form input[name=id]", "half-made");
+    await page.fill("#group-form input[name=models]", "console-model, no-such-model");
+    await page.click("#group-form button[type=submit]");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toBe(
+      "Model 'no-such-model' not found. (model_not_found, param models[1])",
+    );
+    expect((await admin.listGroups()).data.map((group: { id: string }) => group.id)).not.toContain(
+      "half-made",
+    );
+    // The form keeps what was typed, to be corrected.
+    expect(await page.inputValue("#group-form input[name=models]")).toBe("console-model, no-such-model");
+  });
+});
+
+describe("the console's responses", () => {
+  it("carry the security headers, the redirect to /console/ included", async () => {
+    for (const path of ["/console", "/console/", "/console/console.js", "/console/lib/chart.umd.min.js"]) {
+      const response = await fetch(`${gateway.url}${path}`, { redirect: "manual" });
+      expect(response.status, path).toBe(path === "/console" ? 307 : 200);
+      expect(response.headers.get("content-security-policy"), path).toBe(CSP);
+      expect(response.headers.get("referrer-policy"), path).toBe("no-referrer");
+      expect(response.headers.get("x-frame-options"), path).toBe("DENY");
+      expect(response.headers.get("x-content-type-options"), path).toBe("nosniff");
+    }
+  });
+
+  it("are the typed 404 for a file the console does not have", async () => {
+    const response = await fetch(`${gateway.url}/console/tsconfig.json`);
+    expect(response.status).toBe(404);
+    expect(await response.json()).toEqual({
+      error: { message: "Not found.", type: "invalid_request_error", param: null, code: "not_found" },
+    });
+  });
+});
+
+describe("without ADMIN_TOKEN", () => {
+  it("the console is not served: the typed 404, as any unknown path", async () => {
+    const bare = await startLocalGateway();
+    try {
+      for (const path of ["/console", "/console/", "/console/console.js", "/console/lib/chart.umd.min.js"]) {
+        const response = await fetch(`${bare.url}${path}`, { redirect: "manual" });
+        expect(response.status, path).toBe(404);
+        expect(response.headers.get("content-type"), path).toBe("application/json");
+        expect(await response.json(), path).toEqual({
+          error: { message: "Not found.", type: "invalid_request_error", param: null, code: "not_found" },
+        });
+      }
+    } finally {
+      await bare.close();
+    }
+  }, 60_000);
+});
