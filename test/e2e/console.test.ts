@@ -1,7 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AdminClient } from "../../scripts/admin-client.mjs";
 import { startLocalGateway } from "../../scripts/local-gateway.mjs";
 import { ADMIN_TOKEN, type LocalGateway } from "./harness";
@@ -18,7 +18,7 @@ const SCREENSHOTS = process.env.CONSOLE_SCREENSHOTS ? join(import.meta.dirname, 
 let gateway: LocalGateway;
 let admin: AdminClient;
 let browser: Browser;
-let context: BrowserContext;
+let context: BrowserContext | undefined;
 /** The page's uncaught errors and refusals under its Content-Security-Policy, and every request it made. */
 let problems: string[];
 let requests: { url: string; authorization: string | undefined }[];
@@ -36,21 +36,25 @@ afterAll(async () => {
   await browser?.close();
   await gateway?.close();
 });
+beforeEach(() => {
+  problems = [];
+  requests = [];
+});
 afterEach(async () => {
   await context?.close();
+  context = undefined;
   // Every page, whatever it was made to do, ran without an error and within its policy.
   expect(problems).toEqual([]);
 });
 
 /** A fresh browser profile on the console's page, recording what the page logs and asks. */
 async function openConsole(): Promise<Page> {
-  context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const profile = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  context = profile;
   // Well inside the test's own timeout, so that a failing step names itself.
-  context.setDefaultTimeout(10_000);
-  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: gateway.url });
-  const page = await context.newPage();
-  problems = [];
-  requests = [];
+  profile.setDefaultTimeout(10_000);
+  await profile.grantPermissions(["clipboard-read", "clipboard-write"], { origin: gateway.url });
+  const page = await profile.newPage();
   page.on("console", (message) => {
     if (message.text().includes("Content Security Policy")) problems.push(message.text());
   });
