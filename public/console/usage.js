@@ -34,8 +34,9 @@ function daysBetween(/** @type {string} */ from, /** @type {string} */ to) {
  * @param {string[]} days
  * @param {Row[]} rows the report grouped by day and model
  * @param {(row: Row) => number} value
+ * @param {(value: number) => string} format how the axis and tooltips write a value
  */
-function drawChart(canvasId, days, rows, value) {
+function drawChart(canvasId, days, rows, value, format) {
   const canvas = byId(canvasId, HTMLCanvasElement);
   Chart.getChart(canvas)?.destroy();
   const models = [...new Set(rows.map((row) => row.model ?? ""))].sort();
@@ -50,7 +51,13 @@ function drawChart(canvasId, days, rows, value) {
     data: { labels: days, datasets },
     options: {
       animation: false,
-      scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } },
+      scales: {
+        x: { stacked: true },
+        y: { stacked: true, beginAtZero: true, ticks: { callback: (tick) => format(Number(tick)) } },
+      },
+      plugins: {
+        tooltip: { callbacks: { label: (item) => `${item.dataset.label}: ${format(item.parsed.y ?? 0)}` } },
+      },
     },
   });
 }
@@ -90,8 +97,8 @@ async function load() {
   if (!reports || load !== loads) return;
   const [byDay, byUser, byKey, keys] = reports;
   const days = daysBetween(from, to);
-  drawChart("cost-chart", days, byDay.data, (row) => row.cost_usd);
-  drawChart("tokens-chart", days, byDay.data, (row) => row.input_tokens + row.output_tokens);
+  drawChart("cost-chart", days, byDay.data, (row) => row.cost_usd, usd);
+  drawChart("tokens-chart", days, byDay.data, (row) => row.input_tokens + row.output_tokens, count);
   const total = /** @type {Counters} */ (byDay.total);
   byId("usage-total", HTMLElement).textContent =
     `${org}, ${from} to ${to}: ${count(total.requests)} requests, ${count(total.input_tokens)} input and ` +
