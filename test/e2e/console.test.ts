@@ -30,7 +30,8 @@ beforeAll(async () => {
   ]);
   admin = new AdminClient(gateway.url, ADMIN_TOKEN);
   await admin.putModel("console-model", { pricing: { input_per_mtok: 2, output_per_mtok: 8 } });
-  await admin.putGroup("console-group", ["console-model"]);
+  await admin.putModel("console-model-b", { pricing: { input_per_mtok: 1, output_per_mtok: 4 } });
+  await admin.putGroup("console-group", ["console-model", "console-model-b"]);
 }, 60_000);
 afterAll(async () => {
   await browser?.close();
@@ -163,13 +164,13 @@ describe("keys", () => {
     await page.waitForSelector(`#keys-table td:text-is("${data[0].id}")`);
     expect(await page.textContent("#keys-table")).not.toContain(key);
 
-    await page.click("#dismiss-key");
-    expect(await page.isHidden("#minted")).toBe(true);
-    expect(await page.textContent("#minted-key")).toBe("");
     if (SCREENSHOTS) {
       await mkdir(SCREENSHOTS, { recursive: true });
       await page.screenshot({ path: join(SCREENSHOTS, "console-keys.png"), fullPage: true });
     }
+    await page.click("#dismiss-key");
+    expect(await page.isHidden("#minted")).toBe(true);
+    expect(await page.textContent("#minted-key")).toBe("");
   });
 
   it("revokes a key after a confirmation, and not without one", async () => {
@@ -223,24 +224,25 @@ describe("keys", () => {
 });
 
 describe("usage", () => {
-  it("shows requests just sent in the chart and the top users and keys, to the cent and token", async () => {
-    const { key, id } = await admin.createKey({
-      org: "usage-org",
-      user: "bo",
-      group: "console-group",
-      name: "bo's",
-    });
-    for (const content of ["a b c", "d"]) {
+  it("shows requests just sent in the chart, split by model, and the top users and keys, to the token and cent", async () => {
+    const bo = await admin.createKey({ org: "usage-org", user: "bo", group: "console-group", name: "bo's" });
+    const eve = await admin.createKey({ org: "usage-org", user: "eve", group: "console-group" });
+    const sent: [string, string, string][] = [
+      [bo.key, "console-model", "a b c"],
+      [bo.key, "console-model", "d"],
+      [eve.key, "console-model-b", "e f g h"],
+    ];
+    for (const [key, model, content] of sent) {
       const response = await fetch(`${gateway.url}/v1/chat/completions`, {
         method: "POST",
         headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "console-model", messages: [{ role: "user", content }] }),
+        body: JSON.stringify({ model, messages: [{ role: "user", content }] }),
       });
       expect(response.status).toBe(200);
       await response.text();
     }
-    // Metering is batched after the answers (within 5 s): wait until the API shows both.
-    for (let tries = 0; (await admin.usage("usage-org")).total.requests < 2; tries++) {
+    // Metering is batched after the answers (within 5 s): wait until the API shows them all.
+    for (let tries = 0; (await admin.usage("usage-org")).total.requests < sent.length; tries++) {
       expect(tries).toBeLessThan(50);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
@@ -252,12 +254,19 @@ describe("usage", () => {
     const today = new Date().toISOString().slice(0, 10);
     const monthStart = `${today.slice(0, 8)}01`;
 
-    // 4 prompt and 10 reply words (the mock's tokens): 4 x $2 + 10 x $8 per million tokens.
+    // The mock counts a word as a token and replies with 5. bo: 4 prompt and 10 reply tokens at
+    // $2 and $8 per million; eve: 4 and 5 at $1 and $4.
     expect(await page.textContent("#usage-total")).toBe(
-      `usage-org, ${monthStart} to ${today}: 2 requests, 4 input and 10 output tokens, $0.000088`,
+      `usage-org, ${monthStart} to ${today}: 3 requests, 8 input and 15 output tokens, $0.000112`,
     );
-    expect(await rows(page, "#top-users")).toEqual([["bo", "2", "4", "10", "$0.000088"]]);
-    expect(await rows(page, "#top-keys")).toEqual([[id, "bo's", "bo", "2", "4", "10", "$0.000088"]]);
+    expect(await rows(page, "#top-users")).toEqual([
+      ["bo", "2", "4", "10", "$0.000088"],
+      ["eve", "1", "4", "5", "$0.000024"],
+    ]);
+    expect(await rows(page, "#top-keys")).toEqual([
+      [bo.id, "bo's", "bo", "2", "4", "10", "$0.000088"],
+      [eve.id, "", "eve", "1", "4", "5", "$0.000024"],
+    ]);
 
     const chart = (canvas: string) =>
       page.evaluate((selector) => {
@@ -265,16 +274,21 @@ describe("usage", () => {
         const { data } = Chart.getChart(document.querySelector(selector) as HTMLCanvasElement)!;
         return { labels: data.labels, datasets: data.datasets.map(({ label, data }) => ({ label, data })) };
       }, canvas);
+    // One bar per day of the month so far, today's stacked by model.
     const days = Number(today.slice(8, 10));
     const onlyToday = (value: number) => Array.from({ length: days }, (_, i) => (i === days - 1 ? value : 0));
     const cost = await chart("#cost-chart");
     expect(cost.labels).toHaveLength(days);
+    expect(cost.labels?.[0]).toBe(monthStart);
     expect(cost.labels?.at(-1)).toBe(today);
-    expect(cost.datasets).toEqual([{ label: "console-model", data: onlyToday(0.000088) }]);
+    expect(cost.datasets).toEqual([
+      { label: "console-model", data: onlyToday(0.000088) },
+      { label: "console-model-b", data: onlyToday(0.000024) },
+    ]);
     expect((await chart("#tokens-chart")).datasets).toEqual([
       { label: "console-model", data: onlyToday(14) },
+      { label: "console-model-b", data: onlyToday(9) },
     ]);
-
     if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, "console-usage.png"), fullPage: true });
   });
 });
