@@ -3,10 +3,10 @@ import { GatewayError } from "./errors";
 import type { AppEnv } from "./types";
 
 /**
- * The operators' console (`/console/`), which is static assets (`public/console/`). Only its paths
- * reach the Worker before the assets (wrangler.toml `run_worker_first`), so that it exists exactly
- * while the admin API does: without ADMIN_TOKEN it is the same 404 as any unknown path. Its
- * security headers come with the assets themselves (`public/_headers`).
+ * The operators' console (`/console/`), which is static assets (`public/console/`) reached only
+ * through the Worker (wrangler.toml `run_worker_first`), so that it exists exactly while the admin
+ * API does: without ADMIN_TOKEN, or for a file it does not have, it is the same 404 as any unknown
+ * path. Its security headers come with the assets themselves (`public/_headers`).
  *
  * @example
  * app.get("/console/*", consoleAssets());
