@@ -10,10 +10,17 @@ import { byId, el, field, fillTable } from "./dom.js";
 /** @type {Session | null} */
 let session = null;
 
-/** Runs `action` in the current session: its errors shown, its result or undefined. */
-const run = /** @type {<T>(action: (admin: Session["admin"]) => Promise<T>) => Promise<T | undefined>} */ (
-  async (action) => (session ? session.run(() => action(/** @type {Session} */ (session).admin)) : undefined)
-);
+/**
+ * Runs `action` with the current session's API: its errors shown, its result or undefined.
+ *
+ * @template T
+ * @param {(admin: Session["admin"]) => Promise<T>} action
+ * @returns {Promise<T | undefined>}
+ */
+async function run(action) {
+  const current = session;
+  return current ? current.run(() => action(current.admin)) : undefined;
+}
 
 /** Calls `handler` on submit, once the browser's own checks pass. */
 function onSubmit(/** @type {string} */ id, /** @type {(form: HTMLFormElement) => Promise<void>} */ handler) {
