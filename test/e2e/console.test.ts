@@ -293,6 +293,66 @@ describe("usage", () => {
   });
 });
 
+describe("the catalog and the limits", () => {
+  it("sets an org's limits and budgets and a model's prices through the page, as the API then shows", async () => {
+    await admin.putModel("priced-later", { upstreams: [{ upstream: "default", model: "mock-model" }] });
+    const page = await loggedIn();
+    await page.click("#nav [data-view=orgs]");
+    await page.fill("#org-load input[name=org]", "limited-org");
+    await page.click("#org-load button[type=submit]");
+    await page.waitForSelector("#org-form:not([hidden])");
+    await page.fill("#org-form input[name=requests_per_minute]", "300");
+    await page.fill("#org-form input[name=tokens_per_minute]", "50000");
+    await page.fill("#org-form input[name=monthly_budget_usd]", "12.5");
+    await page.click("#org-form button[type=submit]");
+    await expect
+      .poll(() => admin.getOrg("limited-org"))
+      .toEqual({
+        id: "limited-org",
+        requests_per_minute: 300,
+        tokens_per_minute: 50000,
+        monthly_budget_usd: 12.5,
+      });
+
+    await page.click("#nav [data-view=models]");
+    const row = page.locator("#models-table tr", { hasText: "priced-later" });
+    await row.getByRole("button", { name: "Edit" }).click();
+    await page.fill("#model-form input[name=input_per_mtok]", "3");
+    await page.fill("#model-form input[name=output_per_mtok]", "15");
+    await page.click("#model-form button[type=submit]");
+    // The form changed the prices; the model's upstreams stayed as they were.
+    await expect
+      .poll(async () => (await admin.listModels()).data.find((m: { id: string }) => m.id === "priced-later"))
+      .toEqual({
+        id: "priced-later",
+        upstreams: [{ upstream: "default", model: "mock-model" }],
+        pricing: { input_per_mtok: 3, output_per_mtok: 15 },
+      });
+    await expect.poll(() => row.textContent()).toContain("default:mock-model");
+  });
+
+  it("lists the upstreams by the names of their secrets, never a key", async () => {
+    await admin.putUpstream("console-up", {
+      base_url: "https://upstream.example/v1",
+      auth: "x-api-key",
+      api_key_secret: "CONSOLE_UP_KEY",
+    });
+    const page = await loggedIn();
+    await page.click("#nav [data-view=upstreams]");
+    await page.waitForSelector("#upstreams-table td:text-is('console-up')");
+    expect(await rows(page, "#upstreams-table")).toContainEqual([
+      "console-up",
+      "https://upstream.example/v1",
+      "x-api-key",
+      "CONSOLE_UP_KEY",
+      "",
+      "",
+    ]);
+    // The default upstream's key is the gateway's UPSTREAM_API_KEY (scripts/local-gateway.mjs).
+    expect(await page.textContent("body")).not.toContain("sk-upstream-local");
+  });
+});
+
 describe("errors from the API", () => {
   it("are shown with their message, and nothing is written", async () => {
     const page = await loggedIn();
