@@ -16,6 +16,9 @@ export function consoleAssets(): Handler<AppEnv> {
     if (!c.env.ADMIN_TOKEN) throw new GatewayError("not_found");
     const asset = await c.env.ASSETS.fetch(c.req.raw);
     if (asset.status === 404) throw new GatewayError("not_found");
-    return asset;
+    // Every response carries its request id; the asset's own headers are immutable.
+    const response = new Response(asset.body, asset);
+    response.headers.set("x-request-id", c.get("requestId"));
+    return response;
   };
 }

@@ -373,10 +373,15 @@ describe("errors from the API", () => {
 });
 
 describe("the console's responses", () => {
-  it("carry the security headers, the redirect to /console/ included", async () => {
+  it("carry the security headers and the request id, the redirect to /console/ included", async () => {
     for (const path of ["/console", "/console/", "/console/console.js", "/console/lib/chart.umd.min.js"]) {
-      const response = await fetch(`${gateway.url}${path}`, { redirect: "manual" });
+      const requestId = `console${path.replace(/[^a-z]/g, "-")}`;
+      const response = await fetch(`${gateway.url}${path}`, {
+        redirect: "manual",
+        headers: { "x-request-id": requestId },
+      });
       expect(response.status, path).toBe(path === "/console" ? 307 : 200);
+      expect(response.headers.get("x-request-id"), path).toBe(requestId);
       expect(response.headers.get("content-security-policy"), path).toBe(CSP);
       expect(response.headers.get("referrer-policy"), path).toBe("no-referrer");
       expect(response.headers.get("x-frame-options"), path).toBe("DENY");
