@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // `npm run dev`: the gateway under `wrangler dev`, with the mock upstream as its upstream. Once it
 // is up, a demo org, group, models and key are created through the admin API, and the key, the
-// admin token and a curl line are printed.
+// admin token, the console's address and a curl line are printed.
 import { randomBytes } from "node:crypto";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -43,6 +43,7 @@ function announce(url, upstream, key) {
   Gateway:        ${url}  (mock upstream at ${upstream.baseUrl})
   Demo API key:   ${key}
   Admin token:    ${adminToken}
+  Console:        ${url}/console/  (open it, then paste the admin token)
   Models:         gpt-4o-mini, demo-alias
 
   curl ${url}/v1/chat/completions \\

@@ -4,6 +4,7 @@ import { apiKeyAuth } from "./auth";
 import { jsonBody } from "./body";
 import { checkAccess, resolveModel } from "./catalog";
 import { requireConfig } from "./config";
+import { consoleAssets } from "./console";
 import { errorEnvelope, GatewayError, handleError } from "./errors";
 import { accessLog } from "./log";
 import { listModels } from "./models";
@@ -47,6 +48,8 @@ app.post("/v1/messages/count_tokens", ...pipeline(COUNT_TOKENS));
 app.get("/v1/models", apiKeyAuth(), refuseRevoked(), listModels);
 
 app.route("/admin", admin);
+// The admin API's page for operators: static files, there only while the admin API is.
+app.get("/console/*", consoleAssets());
 
 app.all("/healthz", methodNotAllowed("GET"));
 app.all("/v1/chat/completions", methodNotAllowed("POST"));

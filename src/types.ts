@@ -10,6 +10,8 @@ import type { ApiKeyRecord, ModelRecord } from "./records";
 export interface Env {
   GATEWAY_KV: KVNamespace;
   RATE_LIMITER: DurableObjectNamespace<OrgGate>;
+  /** The console's static files (`public/`), reached only through console.ts. */
+  ASSETS: Fetcher;
   UPSTREAM_BASE_URL: string;
   DEFAULT_ORG_RPM?: string;
   DEFAULT_USER_RPM?: string;
