@@ -243,7 +243,12 @@ export class OrgGate extends DurableObject {
   private prune(now: number) {
     let expired = 0;
     while (expired < this.stored.length && admissionTime(this.stored[expired]!) <= now - WINDOW_MS) expired++;
-    if (expired) this.forget(this.stored.splice(0, expired)).catch(() => {});
+    if (expired) {
+      const gone = this.stored.splice(0, expired);
+      // A settlement still waiting to be written would bring a dropped charge back for good.
+      for (const key of gone) delete this.unsaved[key];
+      this.forget(gone).catch(() => {});
+    }
     if (now - this.lastSweep < WINDOW_MS) return;
     this.lastSweep = now;
     // A scope with tokens still charged may have a reservation to settle: it stays.

@@ -79,6 +79,27 @@ describe("the window", () => {
     expect(await status(tenant)).toBe(200);
     expect(await storedAdmissions(tenant.org)).toHaveLength(1);
   });
+
+  it("never writes back a charge that has left the window, though its settlement was waiting to be written", async () => {
+    const advance = freezeClock();
+    const org = unique("org");
+    const limits: Limits = { requests: 10, userRequests: 10 };
+    const first = await runInDurableObject(gate(org), (instance: OrgGate) =>
+      instance.admit("key_a", "u", limits, 100),
+    );
+    expect(first.admitted).toBe(true);
+    const ticket = first.admitted ? first.ticket : "";
+    expect(await storedAdmissions(org)).toEqual([ticket]);
+    // In one turn, before the gate's next write: the request ends (its settlement is to be written),
+    // and a minute later the next admission drops the first from storage.
+    const next = await runInDurableObject(gate(org), (instance: OrgGate) => {
+      instance.recordUsage([], 90, [{ ticket, user: "u", reserved: 100, used: 40 }]);
+      advance(WINDOW_MS);
+      return instance.admit("key_a", "u", limits, 100);
+    });
+    expect(next.admitted).toBe(true);
+    expect(await storedAdmissions(org)).toEqual([next.admitted ? next.ticket : ""]);
+  });
 });
 
 describe("a restarted gate", () => {
