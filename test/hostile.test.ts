@@ -175,6 +175,39 @@ describe("stream endings", () => {
     await vi.waitFor(() => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete" }]), LOG_WAIT);
   });
 
+  it("ends a stream a tick after a terminal event ended by \\r, whose \\n may never come, though the upstream stays open", async () => {
+    const tenant = await seedTenant();
+    const id = unique("done-cr-open");
+    const raw = CHUNK.replaceAll("\n", "\r") + "data: [DONE]\r\r";
+    const started = Date.now();
+    // The idle timeout far off: only the tick the gateway gives a split `\r\n` can end this stream.
+    // The Worker called directly, its stream read before its waits are.
+    const ctx = createExecutionContext();
+    const request = new Request(`${GATEWAY}/v1/chat/completions`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${tenant.key}`,
+        "content-type": "application/json",
+        "x-request-id": id,
+      },
+      body: JSON.stringify({
+        model: tenant.model,
+        messages: [{ role: "user", content: "hi" }],
+        stream: true,
+        mock: { raw_stream: raw, raw_stream_end: "stall" },
+      }),
+    });
+    const response = await worker.fetch(request, { ...env, STREAM_IDLE_TIMEOUT_MS: "15000" } as Env, ctx);
+    expect(await response.text()).toBe(raw);
+    await waitOnExecutionContext(ctx);
+    // A tick is 250 ms; the idle timeout would have been 15 s.
+    expect(Date.now() - started).toBeLessThan(7500);
+    await vi.waitFor(async () => expect((await mockStats()).aborted).toContain(id), {
+      timeout: 1000,
+      interval: 20,
+    });
+  });
+
   it("forwards nothing after the terminal event, and cancels an upstream that stays open", async () => {
     const tenant = await seedTenant();
     const id = unique("after-done");
