@@ -8,9 +8,9 @@
 // from the start, static (module top level) mutants included, as `reloadEnvironment` asks.
 //
 // Coverage is per test (test/mutate-coverage.ts reports it from inside workerd): a mutant runs
-// only the tests that reached it, in their files' order. A kill counts only once the killing test,
-// run alone, fails again with the mutant and passes without it: neither a timing test that missed
-// on a loaded machine nor a test that needs the tests the filter left out can kill a mutant.
+// only the tests that reached it, in their files' order. A kill counts only once the killing test
+// fails again with the mutant, run alone (and passing alone without it), or else in a second run
+// of the same tests: a timing test that missed once on a loaded machine kills nothing.
 import { declareClassPlugin, PluginKind, tokens } from "@stryker-mutator/api/plugin";
 import { DryRunStatus, MutantRunStatus, TestStatus } from "@stryker-mutator/api/test-runner";
 import { appendFileSync } from "node:fs";
@@ -181,26 +181,37 @@ class WorkerdVitestRunner {
   async mutantRun({ activeMutant, timeout, testFilter }) {
     // Stryker's timeout is made from the tests' own times, which leave out workerd's restart.
     const timeoutMs = Math.max(timeout, 60_000);
+    /** The tests that failed, and then passed alone with the mutant. */
+    const unconfirmed = [];
     for (let attempt = 0; attempt < 2; attempt++) {
       const outcome = await this.run(activeMutant.id, timeoutMs, testFilter);
       if (outcome === "timeout") return { status: MutantRunStatus.Timeout };
       const first = outcome.failed[0];
-      if (first ? await this.failsForMutant(activeMutant.id, first, timeoutMs) : outcome.errors.length) {
+      // Confirmed: the test fails alone with the mutant, or failed again in the same run (a test
+      // that fails only beside others, say while concurrent streams split each other's chunks).
+      const again = outcome.failed.find((test) => unconfirmed.includes(test.fullName));
+      if (
+        again ||
+        (first ? await this.failsForMutant(activeMutant.id, first, timeoutMs) : outcome.errors.length)
+      ) {
         return {
           status: MutantRunStatus.Killed,
           killedBy: outcome.failed.map((test) => test.fullName),
-          failureMessage: first?.result().errors?.[0]?.message ?? outcome.errors[0],
+          failureMessage: (again ?? first)?.result().errors?.[0]?.message ?? outcome.errors[0],
           nrOfTests: outcome.tests.length,
         };
       }
-      if (first) continue; // A failure the mutant did not cause: the run is tried once more.
+      if (first) {
+        unconfirmed.push(first.fullName);
+        continue; // Perhaps a failure the mutant did not cause: the run is tried once more.
+      }
       // A survivor is a claim about the tests that ran: a run of none proves nothing.
       if (!outcome.tests.length) return { status: MutantRunStatus.Error, errorMessage: "no test ran" };
       return { status: MutantRunStatus.Survived, nrOfTests: outcome.tests.length };
     }
     return {
       status: MutantRunStatus.Error,
-      errorMessage: "twice a test failed that passes alone with the mutant",
+      errorMessage: `twice a test failed that passes alone with the mutant: ${unconfirmed.join("; ")}`,
     };
   }
 
