@@ -40,6 +40,7 @@ const TESTS = {
   "src/upstream.ts": ["contract", "hostile", "clients", "usage", "upstreams", "messages"],
   "src/targets.ts": ["upstreams"],
   "src/base-url.ts": ["upstreams", "records"],
+  "src/console.ts": ["console"],
   "src/streaming/sse.ts": ["sse", "properties"],
   "src/streaming/stream.ts": [
     "stream",
