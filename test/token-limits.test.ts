@@ -394,6 +394,23 @@ describe("Retry-After of a token limit", () => {
     expect(await chatUsing(tenant, 200, 2)).toBe(200);
   });
 
+  it("walks past the oldest charges that are not enough to the one that makes room", async () => {
+    const advance = freezeClock();
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    expect(await chatUsing(tenant, 200, 200)).toBe(200);
+    advance(10_000);
+    expect(await chatUsing(tenant, 300, 300)).toBe(200);
+    await settled(tenant.org, 2);
+    advance(5_000);
+    // 500 charged; 900 more need both charges gone, the second made 10 s after the first.
+    const waiting = reserving("chat", tenant.model, 900, 900);
+    await expectTokenLimited(await send(tenant, waiting), "organization", 1000, 55_000);
+    advance(54_999);
+    await expectTokenLimited(await send(tenant, waiting), "organization", 1000, 1);
+    advance(1);
+    expect((await send(tenant, waiting)).status).toBe(200);
+  });
+
   it("reaches the openai client as a RateLimitError with the contract's code and headers", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant({ orgLimits: limits({ user_tokens_per_minute: 500 }) });
