@@ -411,6 +411,25 @@ describe("Retry-After of a token limit", () => {
     expect((await send(tenant, waiting)).status).toBe(200);
   });
 
+  it("walks the charges of one second millisecond by millisecond to the one that makes room", async () => {
+    const advance = freezeClock();
+    // At the start of a second, so that both charges fall in it.
+    advance(1_000 - (Date.now() % 1_000));
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    expect(await chatUsing(tenant, 200, 200)).toBe(200);
+    advance(300);
+    expect(await chatUsing(tenant, 300, 300)).toBe(200);
+    await settled(tenant.org, 2);
+    advance(10_000);
+    // 500 charged; 900 more need both gone: the later one, made 300 ms after the first, leaves 50 s from now.
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 900, 900)),
+      "organization",
+      1000,
+      50_000,
+    );
+  });
+
   it("reaches the openai client as a RateLimitError with the contract's code and headers", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant({ orgLimits: limits({ user_tokens_per_minute: 500 }) });
