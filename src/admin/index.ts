@@ -1,4 +1,4 @@
-import type { Handler, MiddlewareHandler } from "hono";
+import type { Context, Handler, MiddlewareHandler } from "hono";
 import { bearerToken, isPresentableToken } from "../auth";
 import { parseBody, readBody } from "../body";
 import { createKeyBody, entityId, groupBody, modelBody, modelId, orgBody, upstreamBody } from "./schemas";
@@ -12,6 +12,28 @@ import type { AppEnv } from "../types";
 import * as v from "valibot";
 
 const MAX_ADMIN_BODY_BYTES = 64 * 1024;
+
+/** `'a', 'b'`: the ids of the records an in-use refusal names. */
+const quotedIds = (records: readonly { id: string }[]) => records.map(({ id }) => `'${id}'`).join(", ");
+
+/**
+ * Deletes `kind:id` unless something still uses it: 404 by name when there is no such record, else
+ * the refusal `inUse` finds (read from KV itself, never the isolate's copy), before anything goes.
+ */
+async function deleteUnused(
+  c: Context<AppEnv>,
+  kind: "model" | "group" | "upstream",
+  id: string,
+  inUse: (kv: KVNamespace, id: string) => Promise<GatewayError | undefined>,
+): Promise<Response> {
+  const kv = c.env.GATEWAY_KV;
+  if (!(await inspectRecord(kv, kind, id, true)))
+    throw new GatewayError("not_found", `${kind[0]!.toUpperCase()}${kind.slice(1)} '${id}' not found.`);
+  const refusal = await inUse(kv, id);
+  if (refusal) throw refusal;
+  await deleteRecord(kv, kind, id);
+  return c.json({ id, deleted: true });
+}
 
 /**
  * `Authorization: Bearer $ADMIN_TOKEN`, compared in constant time. Without ADMIN_TOKEN the whole
@@ -95,24 +117,18 @@ admin.put("/models/:id{.+}", async (c) => {
   return c.json({ id, ...record });
 });
 
-admin.delete("/models/:id{.+}", async (c) => {
-  const id = pathId(modelId, c.req.param("id"), "model");
-  const kv = c.env.GATEWAY_KV;
-  if (!(await inspectRecord(kv, "model", id, true)))
-    throw new GatewayError("not_found", `Model '${id}' not found.`);
-  const granting = (await listRecords(kv, "group", true)).filter(
-    (group) => group.ok && group.value.models.includes(id),
-  );
-  if (granting.length) {
-    const names = granting.map((group) => `'${group.id}'`).join(", ");
-    throw new GatewayError(
-      "model_in_use",
-      `Model '${id}' is granted by group ${names}; remove it there first.`,
+admin.delete("/models/:id{.+}", (c) =>
+  deleteUnused(c, "model", pathId(modelId, c.req.param("id"), "model"), async (kv, id) => {
+    const granting = (await listRecords(kv, "group", true)).filter(
+      (group) => group.ok && group.value.models.includes(id),
     );
-  }
-  await deleteRecord(kv, "model", id);
-  return c.json({ id, deleted: true });
-});
+    if (!granting.length) return undefined;
+    return new GatewayError(
+      "model_in_use",
+      `Model '${id}' is granted by group ${quotedIds(granting)}; remove it there first.`,
+    );
+  }),
+);
 
 admin.get("/groups", async (c) => {
   return c.json(list((await listRecords(c.env.GATEWAY_KV, "group", true)).map(shown)));
@@ -135,23 +151,18 @@ admin.put("/groups/:id", async (c) => {
   return c.json({ id, ...record });
 });
 
-admin.delete("/groups/:id", async (c) => {
-  const id = pathId(entityId, c.req.param("id"), "group");
-  const kv = c.env.GATEWAY_KV;
-  if (!(await inspectRecord(kv, "group", id, true)))
-    throw new GatewayError("not_found", `Group '${id}' not found.`);
-  const users = (await listKeys(kv)).filter(
-    (key) => key.ok && key.value.group === id && !key.value.revoked_at,
-  );
-  if (users.length) {
-    throw new GatewayError(
+admin.delete("/groups/:id", (c) =>
+  deleteUnused(c, "group", pathId(entityId, c.req.param("id"), "group"), async (kv, id) => {
+    const users = (await listKeys(kv)).filter(
+      (key) => key.ok && key.value.group === id && !key.value.revoked_at,
+    );
+    if (!users.length) return undefined;
+    return new GatewayError(
       "group_in_use",
       `Group '${id}' is used by ${users.length} active key(s); revoke them first.`,
     );
-  }
-  await deleteRecord(kv, "group", id);
-  return c.json({ id, deleted: true });
-});
+  }),
+);
 
 admin.get("/orgs/:id", async (c) => {
   const id = pathId(entityId, c.req.param("id"), "org");
@@ -193,24 +204,18 @@ admin.put("/upstreams/:id", async (c) => {
   return c.json({ id, ...record });
 });
 
-admin.delete("/upstreams/:id", async (c) => {
-  const id = upstreamId(c.req.param("id"));
-  const kv = c.env.GATEWAY_KV;
-  if (!(await inspectRecord(kv, "upstream", id, true)))
-    throw new GatewayError("not_found", `Upstream '${id}' not found.`);
-  const routing = (await listRecords(kv, "model", true)).filter(
-    (model) => model.ok && model.value.upstreams?.some((target) => target.upstream === id),
-  );
-  if (routing.length) {
-    const names = routing.map((model) => `'${model.id}'`).join(", ");
-    throw new GatewayError(
-      "upstream_in_use",
-      `Upstream '${id}' is used by model ${names}; remove it there first.`,
+admin.delete("/upstreams/:id", (c) =>
+  deleteUnused(c, "upstream", upstreamId(c.req.param("id")), async (kv, id) => {
+    const routing = (await listRecords(kv, "model", true)).filter(
+      (model) => model.ok && model.value.upstreams?.some((target) => target.upstream === id),
     );
-  }
-  await deleteRecord(kv, "upstream", id);
-  return c.json({ id, deleted: true });
-});
+    if (!routing.length) return undefined;
+    return new GatewayError(
+      "upstream_in_use",
+      `Upstream '${id}' is used by model ${quotedIds(routing)}; remove it there first.`,
+    );
+  }),
+);
 
 admin.get("/orgs/:id/usage", (c) => usageReport(c, pathId(entityId, c.req.param("id"), "org")));
 
