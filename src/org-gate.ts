@@ -53,6 +53,12 @@ const isOptionalLimit = (n: number | undefined) => n === undefined || isLimit(n)
 const revocationKey = (keyId: string) => `r:${keyId}`;
 // Storage puts and deletes take at most 128 keys at a time.
 const STORAGE_BATCH = 128;
+/**
+ * The least time between two writes of charges. A quiet gate writes an admission at once; a busy
+ * one writes everything kept within this time together, since each write is a commit of its own
+ * and a commit per request was the largest cost the gate added to a request (bench/README.md).
+ */
+const SAVE_INTERVAL_MS = 10;
 
 const tokenCount = v.pipe(v.number(), v.safeInteger(), v.minValue(0));
 const userId = v.pipe(v.string(), v.minLength(1), v.maxLength(256));
@@ -118,8 +124,8 @@ function requestWait(requests: number[], limit: number, now: number): number {
  * Memory holds the logs and windows and decides; storage keeps a copy of every charge so a restart
  * loses no counts. Charges are written just after the answer, in batches and without waiting for
  * confirmation: the answer does not depend on them, and a write per answer was most of the
- * gateway's added latency (bench/README.md has the figures). Only a crash within the same instant
- * can lose one.
+ * gateway's added latency (bench/README.md has the figures). Only a crash within
+ * {@link SAVE_INTERVAL_MS} of a charge can lose it.
  *
  * Because every such request asks this object first, it also holds the org's recent key
  * revocations: a revoked key stops here at once, everywhere, while KV and the isolates' caches
@@ -137,6 +143,8 @@ export class OrgGate extends DurableObject {
   /** Charges not yet handed to storage, by storage key. */
   private unsaved: Record<string, StoredCharge> = {};
   private saving = false;
+  /** When charges were last written. */
+  private savedAt = 0;
   private lastSweep = 0;
   /** The latest time this object has seen: its clock never goes back, so windows stay in order. */
   private latest = 0;
@@ -213,15 +221,20 @@ export class OrgGate extends DurableObject {
     own.tokens.charge(at, tokens);
   }
 
-  /** Keeps a charge to be written after this answer: under load one write carries many. */
+  /**
+   * Keeps a charge to be written after this answer, and at most {@link SAVE_INTERVAL_MS} after the
+   * last write: under load one write carries many.
+   */
   private keep(key: string, charge: StoredCharge) {
     this.unsaved[key] = charge;
     if (this.saving) return;
     this.saving = true;
-    setTimeout(() => this.save(), 0);
+    const wait = Math.min(SAVE_INTERVAL_MS, Math.max(0, this.savedAt + SAVE_INTERVAL_MS - Date.now()));
+    setTimeout(() => this.save(), wait);
   }
 
   private save() {
+    this.savedAt = Date.now();
     const entries = Object.entries(this.unsaved);
     this.unsaved = {};
     this.saving = false;
