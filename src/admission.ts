@@ -7,8 +7,26 @@ import { readRecord, type OrgRecord } from "./records";
 import { budgetNanos, reservationEstimate } from "./usage";
 import type { AppEnv, Env } from "./types";
 
+/**
+ * The ids of the orgs' gates, by namespace. A stub cannot outlive its request (the runtime refuses
+ * I/O through it from another), but an id is a plain value, and deriving one is a digest.
+ */
+const MAX_GATE_IDS = 10_000;
+const gateIds = new WeakMap<Env["RATE_LIMITER"], Map<string, DurableObjectId>>();
+
 /** The gate of `org`: the Durable Object that admits its requests and knows its revoked keys. */
-export const orgGate = (env: Env, org: string) => env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(org));
+export function orgGate(env: Env, org: string) {
+  const namespace = env.RATE_LIMITER;
+  let ids = gateIds.get(namespace);
+  if (!ids) gateIds.set(namespace, (ids = new Map()));
+  let id = ids.get(org);
+  if (!id) {
+    // The admin API may ask about any org name: the memory stays bounded.
+    if (ids.size >= MAX_GATE_IDS) ids.clear();
+    ids.set(org, (id = namespace.idFromName(org)));
+  }
+  return namespace.get(id);
+}
 
 /**
  * For routes that reach no upstream and so are not admitted (`/v1/models`): a revoked key is
