@@ -54,9 +54,9 @@ const revocationKey = (keyId: string) => `r:${keyId}`;
 // Storage puts and deletes take at most 128 keys at a time.
 const STORAGE_BATCH = 128;
 /**
- * The least time between two writes of charges. A quiet gate writes an admission at once; a busy
- * one writes everything kept within this time together, since each write is a commit of its own
- * and a commit per request was the largest cost the gate added to a request (bench/README.md).
+ * How long a charge waits to be written: everything kept meanwhile goes in the same write. Each
+ * write is a commit of its own, and a commit per request was the largest cost the gate added to a
+ * request; one made at once also held up the answers right after it (bench/README.md).
  */
 const SAVE_INTERVAL_MS = 10;
 
@@ -143,8 +143,6 @@ export class OrgGate extends DurableObject {
   /** Charges not yet handed to storage, by storage key. */
   private unsaved: Record<string, StoredCharge> = {};
   private saving = false;
-  /** When charges were last written. */
-  private savedAt = 0;
   private lastSweep = 0;
   /** The latest time this object has seen: its clock never goes back, so windows stay in order. */
   private latest = 0;
@@ -221,20 +219,15 @@ export class OrgGate extends DurableObject {
     own.tokens.charge(at, tokens);
   }
 
-  /**
-   * Keeps a charge to be written after this answer, and at most {@link SAVE_INTERVAL_MS} after the
-   * last write: under load one write carries many.
-   */
+  /** Keeps a charge to be written {@link SAVE_INTERVAL_MS} from now, with all kept meanwhile. */
   private keep(key: string, charge: StoredCharge) {
     this.unsaved[key] = charge;
     if (this.saving) return;
     this.saving = true;
-    const wait = Math.min(SAVE_INTERVAL_MS, Math.max(0, this.savedAt + SAVE_INTERVAL_MS - Date.now()));
-    setTimeout(() => this.save(), wait);
+    setTimeout(() => this.save(), SAVE_INTERVAL_MS);
   }
 
   private save() {
-    this.savedAt = Date.now();
     const entries = Object.entries(this.unsaved);
     this.unsaved = {};
     this.saving = false;
