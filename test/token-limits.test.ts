@@ -332,6 +332,46 @@ describe("when a request ends", () => {
   });
 });
 
+describe("an overrun whose millisecond has left the window while its second has not", () => {
+  it("is charged when its request ends, and the later charges of that second stay exact", async () => {
+    // The clock stands at 100 ms into a second: the two admissions below share that second.
+    const start = Math.ceil(Date.now() / 1_000) * 1_000 + 100;
+    vi.useFakeTimers({ toFake: ["Date"], now: start });
+    const advance = (ms: number) => vi.advanceTimersByTime(ms);
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    const id = unique("long");
+    // 100 reserved at `start`, 400 used; the upstream answers 300 ms (real time) after it is asked.
+    const answer = send(
+      tenant,
+      reserving("chat", tenant.model, 100, 2, { stream: true, mock: { events: 399, delay_ms: 300 } }),
+      CHAT,
+      id,
+    );
+    await until(async () => expect(await upstreamRequests(id)).toHaveLength(1));
+    // 100 reserved and used at start + 10, in the same second.
+    advance(10);
+    expect(await chatUsing(tenant, 100, 100)).toBe(200);
+    // start + 60,005: the first charge has left the window, the second (until start + 60,010) has not.
+    advance(WINDOW_MS - 5);
+    const response = await answer;
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+    expect(await settled(tenant.org, 2)).toBe(500);
+    // Its 300 beyond the reservation are charged now; with the 100 still in the window, 600 fit.
+    // 601 wait for that 100 to leave, 5 ms from now.
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 601, 2)),
+      "organization",
+      1000,
+      5,
+    );
+    expect(await chatUsing(tenant, 600, 2)).toBe(200);
+    // A minute on, everything has left the window, the overrun included: the whole limit fits.
+    advance(WINDOW_MS);
+    expect(await chatUsing(tenant, 1000, 2)).toBe(200);
+  });
+});
+
 describe("a token window over minutes of traffic", () => {
   it("keeps exact counts as its per-second sums expire and are cut off, and settles after that", async () => {
     const advance = freezeClock();
