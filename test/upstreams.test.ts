@@ -517,7 +517,8 @@ describe("admin API for upstreams", () => {
   it("writes, lists and deletes an upstream; lists `default` first; never shows a key", async () => {
     const id = unique("up");
     const record = {
-      base_url: "https://api.example.com/v1/",
+      // Every trailing slash goes, not only the last.
+      base_url: "https://api.example.com/v1//",
       auth: "x-api-key",
       api_key_secret: "ANTHROPIC_API_KEY",
       headers: { "anthropic-version": "2023-06-01" },
