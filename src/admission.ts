@@ -2,6 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import { forgetRevokedKey } from "./auth";
 import { readConfig, type Config } from "./config";
 import { GatewayError, handleError, type ErrorCode } from "./errors";
+import { Memo } from "./memo";
 import type { Admission, Limits, Scope } from "./org-gate";
 import { readRecord, type OrgRecord } from "./records";
 import { budgetNanos, reservationEstimate } from "./usage";
@@ -9,23 +10,17 @@ import type { AppEnv, Env } from "./types";
 
 /**
  * The ids of the orgs' gates, by namespace. A stub cannot outlive its request (the runtime refuses
- * I/O through it from another), but an id is a plain value, and deriving one is a digest.
+ * I/O through it from another), but an id is a plain value, and deriving one is a digest. The
+ * admin API may ask about any org name, so the ids kept are bounded.
  */
-const MAX_GATE_IDS = 10_000;
-const gateIds = new WeakMap<Env["RATE_LIMITER"], Map<string, DurableObjectId>>();
+const gateIds = new WeakMap<Env["RATE_LIMITER"], Memo<DurableObjectId>>();
 
 /** The gate of `org`: the Durable Object that admits its requests and knows its revoked keys. */
 export function orgGate(env: Env, org: string) {
   const namespace = env.RATE_LIMITER;
   let ids = gateIds.get(namespace);
-  if (!ids) gateIds.set(namespace, (ids = new Map()));
-  let id = ids.get(org);
-  if (!id) {
-    // The admin API may ask about any org name: the memory stays bounded.
-    if (ids.size >= MAX_GATE_IDS) ids.clear();
-    ids.set(org, (id = namespace.idFromName(org)));
-  }
-  return namespace.get(id);
+  if (!ids) gateIds.set(namespace, (ids = new Memo(10_000)));
+  return namespace.get(ids.get(org) ?? ids.set(org, namespace.idFromName(org)));
 }
 
 /**

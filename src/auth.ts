@@ -1,5 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import { GatewayError } from "./errors";
+import { Memo } from "./memo";
 import { forgetRecord, readRecord } from "./records";
 import type { AppEnv } from "./types";
 
@@ -17,20 +18,9 @@ export async function hashKey(key: string): Promise<string> {
  * The hashes of the keys this isolate has seen lately. A digest per request cost the gateway a
  * tenth of its own time (bench/README.md); a key's hash never changes, and whether the key still
  * stands is asked of its record, after this. The keys stay in this isolate's memory only, as they
- * are during their requests anyway, and never more than MAX_HASHED of them.
+ * are during their requests anyway.
  */
-const hashed = new Map<string, string>();
-const MAX_HASHED = 1000;
-
-async function hashOf(key: string): Promise<string> {
-  let hash = hashed.get(key);
-  if (hash === undefined) {
-    hash = await hashKey(key);
-    if (hashed.size >= MAX_HASHED) hashed.clear();
-    hashed.set(key, hash);
-  }
-  return hash;
-}
+const hashes = new Memo<string>(1000);
 
 const unauthorized = (): never => {
   throw new GatewayError("unauthorized");
@@ -54,7 +44,7 @@ export function apiKeyAuth(): MiddlewareHandler<AppEnv> {
     const authorization = c.req.header("authorization");
     const key = authorization === undefined ? c.req.header("x-api-key") : BEARER_KEY.exec(authorization)?.[1];
     if (!key) unauthorized();
-    const hash = await hashOf(key!);
+    const hash = hashes.get(key!) ?? hashes.set(key!, await hashKey(key!));
     const record = await readRecord(c.env.GATEWAY_KV, "key", hash);
     if (!record || record.revoked_at) unauthorized();
     c.set("apiKey", record!);

@@ -122,10 +122,10 @@ function requestWait(requests: number[], limit: number, now: number): number {
  * (month-spend.ts), which the same usage rows add to.
  *
  * Memory holds the logs and windows and decides; storage keeps a copy of every charge so a restart
- * loses no counts. Charges are written just after the answer, in batches and without waiting for
- * confirmation: the answer does not depend on them, and a write per answer was most of the
- * gateway's added latency (bench/README.md has the figures). Only a crash within
- * {@link SAVE_INTERVAL_MS} of a charge can lose it.
+ * loses no counts. Charges are written {@link SAVE_INTERVAL_MS} after they are made, in batches and
+ * without waiting for confirmation: the answer does not depend on them, and a write per answer was
+ * most of the gateway's added latency (bench/README.md has the figures). Only a crash within that
+ * time of a charge can lose it.
  *
  * Because every such request asks this object first, it also holds the org's recent key
  * revocations: a revoked key stops here at once, everywhere, while KV and the isolates' caches
