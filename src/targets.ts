@@ -53,12 +53,14 @@ export function coolDown(target: Target, ms: number): void {
 
 /**
  * How long an upstream asks to be left alone: `Retry-After` in seconds or as an HTTP date, else
- * {@link COOLDOWN_MS}.
+ * {@link COOLDOWN_MS}. Every HTTP date names its month; a value without a letter that is not whole
+ * seconds ("1.5", "-5") is no date, though `Date.parse` reads it as a day in 2001.
  */
 export function retryAfterMs(value: string | null): number {
   if (value === null) return COOLDOWN_MS;
   const trimmed = value.trim();
-  const ms = /^\d+$/.test(trimmed) ? Number(trimmed) * 1000 : Date.parse(trimmed) - Date.now();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const ms = /[a-z]/i.test(trimmed) ? Date.parse(trimmed) - Date.now() : NaN;
   return Number.isNaN(ms) ? COOLDOWN_MS : ms;
 }
 

@@ -289,6 +289,28 @@ describe("cooldown", () => {
     expect(await calledUpstreams(after)).toEqual([a]);
   });
 
+  // Not seconds and not an HTTP date: V8's Date.parse reads "1.5", "-5" or "0.5" as a day in 2001,
+  // which would have meant no cooldown at all.
+  for (const value of ["1.5", "-5", "0.5", "soon"]) {
+    it(`skips a target 5 s after a 429 whose Retry-After is ${JSON.stringify(value)}, as without one`, async () => {
+      const [a, b] = [await namedUpstream(), await namedUpstream()];
+      const tenant = await routedTenant([a, b]);
+      const start = Date.now();
+      const now = freezeClock(start);
+      await chat(tenant, {
+        mock: { upstreams: { [a]: { status: 429, body: "{}", headers: { "retry-after": value } } } },
+      });
+      now.mockReturnValue(start + 4_999);
+      const during = unique("cool");
+      await chat(tenant, {}, { "x-request-id": during });
+      expect(await calledUpstreams(during)).toEqual([b]);
+      now.mockReturnValue(start + 5_000);
+      const after = unique("cool");
+      await chat(tenant, {}, { "x-request-id": after });
+      expect(await calledUpstreams(after)).toEqual([a]);
+    });
+  }
+
   it("skips a target 5 s after a connection failure", async () => {
     const [a, b] = [await namedUpstream(), await namedUpstream()];
     const tenant = await routedTenant([a, b]);
