@@ -289,6 +289,26 @@ describe("cooldown", () => {
     expect(await calledUpstreams(after)).toEqual([a]);
   });
 
+  it("skips a target until the HTTP date its Retry-After names", async () => {
+    const [a, b] = [await namedUpstream(), await namedUpstream()];
+    const tenant = await routedTenant([a, b]);
+    // A whole second, as an HTTP date has no milliseconds.
+    const start = Math.ceil(Date.now() / 1_000) * 1_000;
+    const now = freezeClock(start);
+    const until = new Date(start + 3_000).toUTCString();
+    await chat(tenant, {
+      mock: { upstreams: { [a]: { status: 429, body: "{}", headers: { "retry-after": until } } } },
+    });
+    now.mockReturnValue(start + 2_999);
+    const during = unique("cool");
+    await chat(tenant, {}, { "x-request-id": during });
+    expect(await calledUpstreams(during)).toEqual([b]);
+    now.mockReturnValue(start + 3_000);
+    const after = unique("cool");
+    await chat(tenant, {}, { "x-request-id": after });
+    expect(await calledUpstreams(after)).toEqual([a]);
+  });
+
   // Not seconds and not an HTTP date: V8's Date.parse reads "1.5", "-5" or "0.5" as a day in 2001,
   // which would have meant no cooldown at all.
   for (const value of ["1.5", "-5", "0.5", "soon"]) {
@@ -461,6 +481,25 @@ describe("upstream keys and names", () => {
       );
       expect(auth).toEqual(expected);
     }
+  });
+
+  it("answers 500 for an upstream whose record is gone, naming it in the log line", async () => {
+    // Written by hand (the admin API refuses a model naming an unknown upstream), or deleted since.
+    const ghost = unique("ghost");
+    const tenant = await routedTenant([ghost]);
+    const id = unique("ghost");
+    await expectGatewayError(
+      await chat(tenant, {}, { "x-request-id": id }),
+      500,
+      "server_error",
+      "internal_error",
+    );
+    expect(await calledUpstreams(id)).toEqual([]);
+    expect(await logLine(id)).toMatchObject({
+      attempts: 1,
+      upstream: ghost,
+      error: `MisconfiguredUpstream: upstream '${ghost}' does not exist`,
+    });
   });
 
   it("never calls an upstream whose secret is missing: a 500 for that attempt, then the next target", async () => {
