@@ -352,31 +352,38 @@ describe("cooldown", () => {
     expect(await calledUpstreams(next)).toEqual([a]);
   });
 
-  it("tries the target whose cooldown ends first when every target is cooling down", async () => {
-    const [a, b] = [await namedUpstream(), await namedUpstream()];
-    const tenant = await routedTenant([a, b]);
-    const first = unique("cool");
-    const busy = await chat(
-      tenant,
-      {
-        mock: {
-          upstreams: {
-            [a]: { status: 429, body: "{}", headers: { "retry-after": "30" } },
-            [b]: { status: 429, body: '{"b":1}', headers: { "retry-after": "20" } },
+  // Either way round: the soonest is chosen, not whichever target comes last.
+  for (const [waitA, waitB] of [
+    ["30", "20"],
+    ["20", "30"],
+  ] as const) {
+    it(`tries the target whose cooldown ends first when every target is cooling down (Retry-After ${waitA} and ${waitB})`, async () => {
+      const [a, b] = [await namedUpstream(), await namedUpstream()];
+      const soonest = waitA < waitB ? a : b;
+      const tenant = await routedTenant([a, b]);
+      const first = unique("cool");
+      const busy = await chat(
+        tenant,
+        {
+          mock: {
+            upstreams: {
+              [a]: { status: 429, body: "{}", headers: { "retry-after": waitA } },
+              [b]: { status: 429, body: '{"b":1}', headers: { "retry-after": waitB } },
+            },
           },
         },
-      },
-      { "x-request-id": first },
-    );
-    expect(busy.status).toBe(429);
-    expect(await busy.text()).toBe('{"b":1}');
+        { "x-request-id": first },
+      );
+      expect(busy.status).toBe(429);
+      expect(await busy.text()).toBe('{"b":1}');
 
-    const second = unique("cool");
-    const response = await chat(tenant, { mock: { reply: "still served" } }, { "x-request-id": second });
-    expect(response.status).toBe(200);
-    expect(await calledUpstreams(second)).toEqual([b]);
-    expect(await logLine(second)).toMatchObject({ upstream: b, attempts: 1 });
-  });
+      const second = unique("cool");
+      const response = await chat(tenant, { mock: { reply: "still served" } }, { "x-request-id": second });
+      expect(response.status).toBe(200);
+      expect(await calledUpstreams(second)).toEqual([soonest]);
+      expect(await logLine(second)).toMatchObject({ upstream: soonest, attempts: 1 });
+    });
+  }
 });
 
 describe("loadbalance", () => {
