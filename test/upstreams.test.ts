@@ -509,6 +509,23 @@ describe("upstream keys and names", () => {
     });
   });
 
+  it("never sends a binding that is not a secret (GATEWAY_KV) as an upstream's key", async () => {
+    // The name is a valid secret name; what it names is the KV namespace, an object.
+    const kv = await namedUpstream({ api_key_secret: "GATEWAY_KV" });
+    const tenant = await routedTenant([kv]);
+    const id = unique("secret");
+    await expectGatewayError(
+      await chat(tenant, {}, { "x-request-id": id }),
+      500,
+      "server_error",
+      "internal_error",
+    );
+    expect(await calledUpstreams(id)).toEqual([]);
+    expect(await logLine(id)).toMatchObject({
+      error: `MisconfiguredUpstream: upstream '${kv}': secret GATEWAY_KV is not set`,
+    });
+  });
+
   it("never calls an upstream whose secret is missing: a 500 for that attempt, then the next target", async () => {
     const missing = await namedUpstream({ api_key_secret: "UPSTREAM_NOT_SET_KEY" });
     const b = await namedUpstream();
