@@ -181,6 +181,18 @@ describe("usage of answered requests", () => {
     }
   });
 
+  it("asks for usage inside the body's object when the body starts with whitespace", async () => {
+    const tenant = await seedTenant();
+    const id = unique("usage-space");
+    const object = `{"model": "${tenant.model}", "messages": [{"role": "user", "content": "a"}], "stream": true}`;
+    const response = await postRaw("/v1/chat/completions", tenant, ` \n\t${object}`, id);
+    expect(response.status).toBe(200);
+    await response.text();
+    expect((await upstreamRequests(id))[0]!.body).toBe(
+      ` \n\t{"stream_options":{"include_usage":true},${object.slice(1)}`,
+    );
+  });
+
   it("rewrites a renamed model and the caller's stream_options after it in one body, each value in place", async () => {
     const alias = unique("alias");
     const tenant = await seedTenant({ models: { [alias]: { upstream_model: "real/model-2" } } });
