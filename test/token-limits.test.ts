@@ -55,6 +55,22 @@ async function chatUsing(tenant: Tenant, reserve: number, use: number, extra: Re
   return response.status;
 }
 
+/**
+ * Starts a streamed chat that reserves 100 tokens and uses 400 (399 content pieces after a one-word
+ * prompt), whose upstream answers 300 ms (real time) after it is asked. Resolves once the upstream
+ * has it, so the admission has been made, with the answer still to come.
+ */
+async function overrunning(tenant: Tenant): Promise<{ answer: Promise<Response> }> {
+  const id = unique("long");
+  const body = reserving("chat", tenant.model, 100, 2, {
+    stream: true,
+    mock: { events: 399, delay_ms: 300 },
+  });
+  const answer = send(tenant, body, CHAT, id);
+  await until(async () => expect(await upstreamRequests(id)).toHaveLength(1));
+  return { answer };
+}
+
 /** The tokens the org's requests used, once `requests` of them are recorded (and so settled). */
 async function settled(org: string, requests: number): Promise<number> {
   const total = await usageOnce(org, requests);
@@ -303,15 +319,8 @@ describe("when a request ends", () => {
   it("charges what a request used beyond its reservation when it ends, if its admission has left the window", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
-    const id = unique("long");
-    // As above, 400 tokens used and 100 reserved; the upstream answers 300 ms after it was asked.
-    const answer = send(
-      tenant,
-      reserving("chat", tenant.model, 100, 2, { stream: true, mock: { events: 399, delay_ms: 300 } }),
-      CHAT,
-      id,
-    );
-    await until(async () => expect(await upstreamRequests(id)).toHaveLength(1));
+    // As above, 400 tokens used and 100 reserved.
+    const { answer } = await overrunning(tenant);
     // Its admission leaves the window while it runs.
     advance(WINDOW_MS);
     const response = await answer;
@@ -339,15 +348,8 @@ describe("an overrun whose millisecond has left the window while its second has 
     vi.useFakeTimers({ toFake: ["Date"], now: start });
     const advance = (ms: number) => vi.advanceTimersByTime(ms);
     const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
-    const id = unique("long");
-    // 100 reserved at `start`, 400 used; the upstream answers 300 ms (real time) after it is asked.
-    const answer = send(
-      tenant,
-      reserving("chat", tenant.model, 100, 2, { stream: true, mock: { events: 399, delay_ms: 300 } }),
-      CHAT,
-      id,
-    );
-    await until(async () => expect(await upstreamRequests(id)).toHaveLength(1));
+    // 100 reserved at `start`, 400 used.
+    const { answer } = await overrunning(tenant);
     // 100 reserved and used at start + 10, in the same second.
     advance(10);
     expect(await chatUsing(tenant, 100, 100)).toBe(200);

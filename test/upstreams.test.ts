@@ -64,6 +64,19 @@ afterEach(() => {
   clock = undefined;
 });
 
+/** A request to a tenant routed to `upstream` alone, misconfigured: 500, nothing sent, the log line saying why. */
+async function expectMisconfigured(tenant: Tenant, upstream: string, error: string) {
+  const id = unique("misconfigured");
+  await expectGatewayError(
+    await chat(tenant, {}, { "x-request-id": id }),
+    500,
+    "server_error",
+    "internal_error",
+  );
+  expect(await calledUpstreams(id)).toEqual([]);
+  expect(await logLine(id)).toMatchObject({ attempts: 1, upstream, error });
+}
+
 describe("failover before the first byte", () => {
   const triggers: Array<[string, Record<string, unknown>, Partial<UpstreamRecord>?]> = [
     ["429", { status: 429, body: '{"error":{"message":"slow down"}}' }],
@@ -493,56 +506,31 @@ describe("upstream keys and names", () => {
   it("answers 500 for an upstream whose record is gone, naming it in the log line", async () => {
     // Written by hand (the admin API refuses a model naming an unknown upstream), or deleted since.
     const ghost = unique("ghost");
-    const tenant = await routedTenant([ghost]);
-    const id = unique("ghost");
-    await expectGatewayError(
-      await chat(tenant, {}, { "x-request-id": id }),
-      500,
-      "server_error",
-      "internal_error",
+    await expectMisconfigured(
+      await routedTenant([ghost]),
+      ghost,
+      `MisconfiguredUpstream: upstream '${ghost}' does not exist`,
     );
-    expect(await calledUpstreams(id)).toEqual([]);
-    expect(await logLine(id)).toMatchObject({
-      attempts: 1,
-      upstream: ghost,
-      error: `MisconfiguredUpstream: upstream '${ghost}' does not exist`,
-    });
   });
 
   it("never sends a binding that is not a secret (GATEWAY_KV) as an upstream's key", async () => {
     // The name is a valid secret name; what it names is the KV namespace, an object.
     const kv = await namedUpstream({ api_key_secret: "GATEWAY_KV" });
-    const tenant = await routedTenant([kv]);
-    const id = unique("secret");
-    await expectGatewayError(
-      await chat(tenant, {}, { "x-request-id": id }),
-      500,
-      "server_error",
-      "internal_error",
+    await expectMisconfigured(
+      await routedTenant([kv]),
+      kv,
+      `MisconfiguredUpstream: upstream '${kv}': secret GATEWAY_KV is not set`,
     );
-    expect(await calledUpstreams(id)).toEqual([]);
-    expect(await logLine(id)).toMatchObject({
-      error: `MisconfiguredUpstream: upstream '${kv}': secret GATEWAY_KV is not set`,
-    });
   });
 
   it("never calls an upstream whose secret is missing: a 500 for that attempt, then the next target", async () => {
     const missing = await namedUpstream({ api_key_secret: "UPSTREAM_NOT_SET_KEY" });
     const b = await namedUpstream();
-    const alone = await routedTenant([missing]);
-    const first = unique("secret");
-    await expectGatewayError(
-      await chat(alone, {}, { "x-request-id": first }),
-      500,
-      "server_error",
-      "internal_error",
+    await expectMisconfigured(
+      await routedTenant([missing]),
+      missing,
+      `MisconfiguredUpstream: upstream '${missing}': secret UPSTREAM_NOT_SET_KEY is not set`,
     );
-    expect(await calledUpstreams(first)).toEqual([]);
-    expect(await logLine(first)).toMatchObject({
-      attempts: 1,
-      upstream: missing,
-      error: `MisconfiguredUpstream: upstream '${missing}': secret UPSTREAM_NOT_SET_KEY is not set`,
-    });
 
     const withFallback = await routedTenant([missing, b]);
     const second = unique("secret");
