@@ -302,42 +302,30 @@ describe("cooldown", () => {
     expect(await calledUpstreams(after)).toEqual([a]);
   });
 
-  it("skips a target until the HTTP date its Retry-After names", async () => {
-    const [a, b] = [await namedUpstream(), await namedUpstream()];
-    const tenant = await routedTenant([a, b]);
-    // A whole second, as an HTTP date has no milliseconds.
-    const start = Math.ceil(Date.now() / 1_000) * 1_000;
-    const now = freezeClock(start);
-    const until = new Date(start + 3_000).toUTCString();
-    await chat(tenant, {
-      mock: { upstreams: { [a]: { status: 429, body: "{}", headers: { "retry-after": until } } } },
-    });
-    now.mockReturnValue(start + 2_999);
-    const during = unique("cool");
-    await chat(tenant, {}, { "x-request-id": during });
-    expect(await calledUpstreams(during)).toEqual([b]);
-    now.mockReturnValue(start + 3_000);
-    const after = unique("cool");
-    await chat(tenant, {}, { "x-request-id": after });
-    expect(await calledUpstreams(after)).toEqual([a]);
-  });
-
-  // Not seconds and not an HTTP date: V8's Date.parse reads "1.5", "-5" or "0.5" as a day in 2001,
-  // which would have meant no cooldown at all.
-  for (const value of ["1.5", "-5", "0.5", "soon"]) {
-    it(`skips a target 5 s after a 429 whose Retry-After is ${JSON.stringify(value)}, as without one`, async () => {
+  // An HTTP date, and values that are neither whole seconds nor a date: V8's Date.parse reads "1.5",
+  // "-5" or "0.5" as a day in 2001, which would have meant no cooldown at all.
+  const retryAfters: Array<[string, (start: number) => string, number]> = [
+    ["an HTTP date 3 s on", (start) => new Date(start + 3_000).toUTCString(), 3_000],
+    ...["1.5", "-5", "0.5", "soon"].map((value): [string, () => string, number] => [
+      `${JSON.stringify(value)}, as none`,
+      () => value,
+      5_000,
+    ]),
+  ];
+  for (const [name, retryAfter, ms] of retryAfters) {
+    it(`skips a target after a 429 whose Retry-After is ${name}, for ${ms} ms`, async () => {
       const [a, b] = [await namedUpstream(), await namedUpstream()];
       const tenant = await routedTenant([a, b]);
-      const start = Date.now();
+      // A whole second, as an HTTP date has no milliseconds.
+      const start = Math.ceil(Date.now() / 1_000) * 1_000;
       const now = freezeClock(start);
-      await chat(tenant, {
-        mock: { upstreams: { [a]: { status: 429, body: "{}", headers: { "retry-after": value } } } },
-      });
-      now.mockReturnValue(start + 4_999);
+      const headers = { "retry-after": retryAfter(start) };
+      await chat(tenant, { mock: { upstreams: { [a]: { status: 429, body: "{}", headers } } } });
+      now.mockReturnValue(start + ms - 1);
       const during = unique("cool");
       await chat(tenant, {}, { "x-request-id": during });
       expect(await calledUpstreams(during)).toEqual([b]);
-      now.mockReturnValue(start + 5_000);
+      now.mockReturnValue(start + ms);
       const after = unique("cool");
       await chat(tenant, {}, { "x-request-id": after });
       expect(await calledUpstreams(after)).toEqual([a]);
