@@ -42,7 +42,7 @@ export async function cachedRead<T>(
   kv: KVNamespace,
   key: string,
   check: (value: unknown) => Checked<T>,
-  fresh = false,
+  fresh: boolean,
 ): Promise<Checked<T> | null> {
   const now = Date.now();
   const hit = entries.get(key);
