@@ -208,9 +208,11 @@ describe("Messages errors: Anthropic's envelope for every gateway error", () => 
 });
 
 describe("Messages: upstream error bodies", () => {
-  it("forwards an Anthropic envelope verbatim", async () => {
+  it("forwards an Anthropic envelope verbatim, its request id included", async () => {
     const tenant = await seedTenant();
-    const body = '{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}';
+    // As Anthropic sends it: rebuilt from its message and status, it would lose the request id.
+    const body =
+      '{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"},"request_id":"req_011CSHoEeqs5C35K2UUqR7Fy"}';
     const response = await messages(tenant, { mock: { status: 400, body } });
     expect(response.status).toBe(400);
     expect(await response.text()).toBe(body);
