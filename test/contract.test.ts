@@ -474,6 +474,7 @@ describe("auth", () => {
     ["a token with odd characters", () => 'Bearer sk-gw-"<>{}'],
     ["a very long token", () => `Bearer ${"a".repeat(20_000)}`],
     ["the key without a scheme", (tenant) => tenant.key],
+    ["a scheme that only ends in Bearer", (tenant) => `XBearer ${tenant.key}`],
     ["an unknown key without a scheme", () => "sk-gw-00000000000000000000000000000000"],
   ];
   for (const [cause, authorization] of causes) {
