@@ -475,6 +475,7 @@ describe("auth", () => {
     ["a very long token", () => `Bearer ${"a".repeat(20_000)}`],
     ["the key without a scheme", (tenant) => tenant.key],
     ["a scheme that only ends in Bearer", (tenant) => `XBearer ${tenant.key}`],
+    ["the key and more after it", (tenant) => `Bearer ${tenant.key} x`],
     ["an unknown key without a scheme", () => "sk-gw-00000000000000000000000000000000"],
   ];
   for (const [cause, authorization] of causes) {
