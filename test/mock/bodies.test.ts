@@ -326,4 +326,13 @@ describe("stall_body_after_bytes", () => {
       expect(await waitFor(async () => (await mock.stats()).aborted.includes(rid))).toBe(true);
     },
   );
+
+  it.each(ROUTES)("20 with chunked: true on %s: chunked, 20 bytes, then silence", async (path) => {
+    const out = await mock.raw(path, {
+      body: { model: "m", mock: { stall_body_after_bytes: 20, chunked: true } },
+      abortAfterMs: 300,
+    });
+    expect([out.status, out.error, out.ended, out.bytes.length]).toEqual([200, "client-aborted", false, 20]);
+    expect([out.headers["transfer-encoding"], out.headers["content-length"]]).toEqual(["chunked", undefined]);
+  });
 });

@@ -105,6 +105,17 @@ describe("status and body", () => {
     },
   );
 
+  it.each([
+    ["a long body", 503, "e".repeat(40_000), ["chunked", undefined]],
+    ["an empty body", 200, "", ["chunked", undefined]],
+    // No body may follow a 204, so Node sends it with neither a length nor chunking.
+    ["a 204", 204, "", [undefined, undefined]],
+  ] as const)("chunked: true sends %s without a content-length", async (_, status, body, framing) => {
+    const out = await mock.chat({ model: "m", mock: { status, body, chunked: true } });
+    expect([out.status, out.bytes.toString(), out.ended]).toEqual([status, body, true]);
+    expect([out.headers["transfer-encoding"], out.headers["content-length"]]).toEqual(framing);
+  });
+
   it('status 200 with body "": an empty body', async () => {
     const out = await mock.chat({ model: "m", mock: { status: 200, body: "" } });
     expect([out.status, out.bytes.length]).toEqual([200, 0]);

@@ -446,10 +446,13 @@ function startStream(res, cues) {
 function sendRaw(res, cues) {
   const status = isCount(cues.status) ? cues.status : 200;
   const bytes = Buffer.from(typeof cues.body === "string" ? cues.body : "", "utf8");
-  const headers = { ...cueHeaders(cues), "content-length": bytes.length };
+  const chunked = cues.chunked === true;
+  const headers = { ...cueHeaders(cues), ...(chunked ? {} : { "content-length": bytes.length }) };
   // An empty body gets no content type unless one is asked for.
   res.writeHead(status, withContentType(headers, cues, bytes.length > 0 ? "application/json" : undefined));
-  res.end(bytes);
+  // Chunked: one chunk per WRITE_BATCH_BYTES, so a long body arrives in several reads.
+  if (chunked) for (const piece of splitBuffer(bytes, WRITE_BATCH_BYTES)) res.write(piece);
+  res.end(chunked ? undefined : bytes);
 }
 
 /**
@@ -557,8 +560,8 @@ async function sendGzipBomb(res, cues, ctx) {
 }
 
 /**
- * `stall_body_after_bytes: N`: the complete body's headers (content-length of the whole body) and its
- * first N bytes, then silence until the client aborts. N is capped at the body's length minus one, so
+ * `stall_body_after_bytes: N`: the complete body's headers (content-length of the whole body, or
+ * chunked with `chunked: true`) and its first N bytes, then silence until the client aborts. N is capped at the body's length minus one, so
  * the body never completes.
  * @param {ServerResponse} res
  * @param {object} completion
@@ -568,7 +571,8 @@ async function sendGzipBomb(res, cues, ctx) {
 async function sendStalledBody(res, completion, cues, ctx) {
   const bytes = Buffer.from(JSON.stringify(completion), "utf8");
   const sent = Math.min(cues.stall_body_after_bytes, bytes.length - 1);
-  const headers = { "content-length": bytes.length, ...cueHeaders(cues) };
+  const length = cues.chunked === true ? {} : { "content-length": bytes.length };
+  const headers = { ...length, ...cueHeaders(cues) };
   res.writeHead(200, withContentType(headers, cues, "application/json"));
   res.flushHeaders();
   if (sent > 0) await writeFlushed(res, bytes.subarray(0, sent), ctx.signal);
