@@ -1092,6 +1092,9 @@ describe("upstream answers", () => {
     ["an empty upstream 500", { status: 500 }, UPSTREAM_EMPTY],
     ["an empty upstream 503", { status: 503 }, UPSTREAM_EMPTY],
     ["an empty upstream 2xx", { status: 200, body: "" }, UPSTREAM_EMPTY],
+    // Without a content-length the body is read as it comes, not whole.
+    ["an empty chunked upstream 2xx", { status: 200, body: "", chunked: true }, UPSTREAM_EMPTY],
+    ["an upstream 204 with no length", { status: 204, chunked: true }, UPSTREAM_EMPTY],
     ["a reset connection", { reset: true }, UPSTREAM_UNAVAILABLE],
     ["an upstream status of 600", { status: 600, body: '{"error":"odd"}' }, UPSTREAM_UNAVAILABLE],
     ["an upstream status of 700", { status: 700, body: '{"error":"odd"}' }, UPSTREAM_UNAVAILABLE],
@@ -1104,6 +1107,11 @@ describe("upstream answers", () => {
       UPSTREAM_TIMEOUT,
     ],
     ["a non-streaming body that stalls halfway", { stall_body_after_bytes: 20 }, UPSTREAM_TIMEOUT],
+    [
+      "a chunked body that stalls right after its headers",
+      { stall_body_after_bytes: 0, chunked: true },
+      UPSTREAM_TIMEOUT,
+    ],
   ];
   for (const [what, mock, refusal] of failures) {
     onEveryRoute(`answers ${refusal.status} ${refusal.code} for ${what}`, async (route) => {
@@ -1112,6 +1120,23 @@ describe("upstream answers", () => {
       await expectRefusal(route, await send(route, tenant, cue(mock), id), id, refusal);
     });
   }
+
+  // Its first bytes have gone out with a 200, so the status can no longer change: the body is cut.
+  onEveryRoute("cuts short a chunked body that stalls after its first bytes", async (route) => {
+    const tenant = await seedTenant();
+    const response = await send(route, tenant, cue({ stall_body_after_bytes: 20, chunked: true }));
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    let received = "";
+    const decoder = new TextDecoder();
+    const read = async () => {
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read())
+        received += decoder.decode(chunk.value, { stream: true });
+    };
+    await expect(read()).rejects.toThrow();
+    expect(received).toHaveLength(20);
+    expect(received.startsWith('{"id":"')).toBe(true);
+  });
 
   onEveryRoute("answers 502 upstream_unavailable when the upstream refuses connections", async (route) => {
     const tenant = await seedTenant();

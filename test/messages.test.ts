@@ -219,6 +219,26 @@ describe("Messages: upstream error bodies", () => {
     expect(response.headers.get("cache-control")).toBe("no-store");
   });
 
+  it("converts a chunked error body too, reading at most its first 64 KiB", async () => {
+    const tenant = await seedTenant();
+    const small = await messages(tenant, {
+      mock: { status: 400, body: '{"error":{"message":"bad thing"}}', chunked: true },
+    });
+    expect(small.status).toBe(400);
+    expect(await small.json()).toEqual({
+      type: "error",
+      error: { type: "invalid_request_error", message: "bad thing" },
+    });
+    // Read whole, this would be JSON with a message; its first 64 KiB are not, so its text is quoted.
+    const long = `{"error":{"message":"${"y".repeat(100_000)}"}}`;
+    const big = await messages(tenant, { mock: { status: 503, body: long, chunked: true } });
+    expect(big.status).toBe(503);
+    expect(await big.json()).toEqual({
+      type: "error",
+      error: { type: "api_error", message: long.slice(0, 500) },
+    });
+  });
+
   it("converts any other body into the envelope: its message, the type of its status, retry-after kept", async () => {
     const tenant = await seedTenant();
     const rows: Array<[number, string, string, string]> = [
