@@ -571,6 +571,7 @@ async function sendGzipBomb(res, cues, ctx) {
 async function sendStalledBody(res, completion, cues, ctx) {
   const bytes = Buffer.from(JSON.stringify(completion), "utf8");
   const sent = Math.min(cues.stall_body_after_bytes, bytes.length - 1);
+  /** @type {HeaderMap} */
   const length = cues.chunked === true ? {} : { "content-length": bytes.length };
   const headers = { ...length, ...cueHeaders(cues) };
   res.writeHead(200, withContentType(headers, cues, "application/json"));
