@@ -634,6 +634,17 @@ describe("body", () => {
     },
   );
 
+  onEveryRoute("forwards a model spelled with a JSON escape as the caller spelled it", async (route) => {
+    const tenant = await seedTenant();
+    const id = unique("escaped-model");
+    // The same model, its first letter written as \u00XX: the upstream knows it by that name, so
+    // nothing in the body is the gateway's to rewrite.
+    const escaped = `\\u${tenant.model.charCodeAt(0).toString(16).padStart(4, "0")}${tenant.model.slice(1)}`;
+    const body = `{"model":"${escaped}",${fieldsText(route)}}`;
+    expect((await postRaw(route.path, tenant, body, id)).status).toBe(200);
+    expect((await upstreamRequests(id))[0]!.body).toBe(body);
+  });
+
   onEveryRoute(
     "forwards the caller's bytes, unknown fields and values untouched, to UPSTREAM_BASE_URL + route with the upstream key",
     async (route) => {
