@@ -1228,7 +1228,7 @@ describe("upstream hygiene", () => {
         "keep-alive": "timeout=5",
         forwarded: "for=10.0.0.1",
         "x-forwarded-for": "10.0.0.1",
-        accept: "application/json",
+        accept: "application/json; q=1, */*; q=0.1",
       });
       expect(response.status).toBe(200);
       const [received] = await upstreamRequests(id);
@@ -1249,7 +1249,7 @@ describe("upstream hygiene", () => {
         expect(names).not.toContain(name);
       }
       expect(received!.headers["content-type"]).toBe("application/json");
-      expect(received!.headers.accept).toBe("application/json");
+      expect(received!.headers.accept).toBe("application/json; q=1, */*; q=0.1");
     },
   );
 

@@ -321,7 +321,7 @@ describe("Messages: what reaches the upstream", () => {
         base_url: `${mock}/u/${id}/v1`,
         auth: "x-api-key",
         api_key_secret: "UPSTREAM_B_KEY",
-        headers: { "anthropic-version": "2023-01-01", "x-fixed": "kept" },
+        headers: { "anthropic-version": "2023-01-01", "anthropic-beta": "fixed-beta", "x-fixed": "kept" },
       };
       await env.GATEWAY_KV.put(`upstream:${id}`, JSON.stringify(record));
     }
@@ -349,6 +349,8 @@ describe("Messages: what reaches the upstream", () => {
     for (const request of sent) {
       expect(request.headers["x-api-key"]).toBe("sk-upstream-b-secret");
       expect(request.headers["anthropic-version"]).toBe("2023-06-01");
+      // The caller sent none of this name: the upstream's own stays.
+      expect(request.headers["anthropic-beta"]).toBe("fixed-beta");
       expect(request.headers["x-fixed"]).toBe("kept");
       expect(request.headers.authorization).toBeUndefined();
     }
