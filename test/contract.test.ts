@@ -660,6 +660,8 @@ describe("body", () => {
       expect(more).toEqual([]);
       expect(received).toMatchObject({ method: "POST", path: route.path, body });
       expect(received!.headers.authorization).toBe("Bearer sk-upstream-test-secret");
+      // The caller named no type it accepts: the upstream is asked for JSON.
+      expect(received!.headers.accept).toBe("application/json");
     },
   );
 
