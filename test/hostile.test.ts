@@ -321,10 +321,26 @@ describe("more variants: content codings the runtime leaves encoded", () => {
         return void (await expectGatewayError(response, 502, "server_error", "upstream_unavailable"));
       expect(response.status).toBe(200);
       expect(response.headers.get("content-encoding")).toBeNull();
+      expect(response.headers.get("content-type")).toBe("application/json");
       const text = await response.text();
       expect(text).toBe(`{"pad":"${"0".repeat(2000 - 10)}"}`);
     });
   }
+
+  for (const coding of ["identity", "IDENTITY", "identity, identity"]) {
+    it(`passes a body labelled ${JSON.stringify(coding)} as it is`, async () => {
+      const tenant = await seedTenant();
+      const response = await chat(tenant, { mock: { headers: { "content-encoding": coding } } });
+      expect(response.status).toBe(200);
+      expect((await response.json()).choices[0].message.content).toBe("Hello from the mock upstream.");
+    });
+  }
+
+  it("answers 502 upstream_empty_body to a 204 labelled x-gzip, which has no body to decode", async () => {
+    const tenant = await seedTenant();
+    const response = await chat(tenant, { mock: { status: 204, headers: { "content-encoding": "x-gzip" } } });
+    await expectGatewayError(response, 502, "server_error", "upstream_empty_body");
+  });
 });
 
 describe("more variants: Responses terminal events", () => {
