@@ -183,7 +183,8 @@ async function errorBytes(body: ArrayBuffer | ReadableStream<Uint8Array>): Promi
       break;
     }
   }
-  return new Blob(chunks).arrayBuffer();
+  // A read may return more than was asked for: what is kept is cut at the limit too.
+  return new Blob(chunks).slice(0, ERROR_BODY_BYTES).arrayBuffer();
 }
 
 /**
