@@ -134,6 +134,23 @@ describe("bounded buffers", () => {
 });
 
 describe("stream endings", () => {
+  it("reads an event stream whose content type carries parameters as a stream", async () => {
+    const tenant = await seedTenant();
+    const id = unique("sse-charset");
+    const { response } = await streamWith(
+      {},
+      tenant,
+      { mock: { content_type: "Text/Event-Stream; charset=utf-8" } },
+      id,
+    );
+    expect(response.status).toBe(200);
+    // Re-framed and metered as a stream: the usage its usage chunk reported, not an estimate.
+    await vi.waitFor(
+      () => expect(linesFor(id)).toMatchObject([{ stream_outcome: "complete", usage_estimated: false }]),
+      LOG_WAIT,
+    );
+  });
+
   it("ends at a [DONE] event that also carries an id line and a comment", async () => {
     const tenant = await seedTenant();
     const id = unique("done-id");
@@ -332,7 +349,8 @@ describe("more variants: content codings the runtime leaves encoded", () => {
       const tenant = await seedTenant();
       const response = await chat(tenant, { mock: { headers: { "content-encoding": coding } } });
       expect(response.status).toBe(200);
-      expect((await response.json()).choices[0].message.content).toBe("Hello from the mock upstream.");
+      const body = (await response.json()) as { choices: Array<{ message: { content: string } }> };
+      expect(body.choices[0]!.message.content).toBe("Hello from the mock upstream.");
     });
   }
 

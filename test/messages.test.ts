@@ -229,6 +229,13 @@ describe("Messages: upstream error bodies", () => {
       type: "error",
       error: { type: "invalid_request_error", message: "bad thing" },
     });
+    // Longer than one chunk but within 64 KiB: read to its end, it is JSON with a message.
+    const middling = `{"error":{"message":"${"z".repeat(20_000)}"}}`;
+    const middle = await messages(tenant, { mock: { status: 429, body: middling, chunked: true } });
+    expect(await middle.json()).toEqual({
+      type: "error",
+      error: { type: "rate_limit_error", message: "z".repeat(500) },
+    });
     // Read whole, this would be JSON with a message; its first 64 KiB are not, so its text is quoted.
     const long = `{"error":{"message":"${"y".repeat(100_000)}"}}`;
     const big = await messages(tenant, { mock: { status: 503, body: long, chunked: true } });
