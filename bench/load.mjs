@@ -42,8 +42,9 @@ export function chatRequest({ apiKey, model, stream = false, events }) {
 }
 
 /**
- * POSTs `request` to the target's chat completions route and drains the answer.
- * @returns {Promise<{status: number | undefined, firstByteMs: number, totalMs: number, bytes: number}>}
+ * POSTs `request` to the target's chat completions route and drains the answer. Times are from
+ * `startedAt`, on this process's `performance.now()` clock.
+ * @returns {Promise<{status: number | undefined, startedAt: number, headersMs: number, firstByteMs: number, totalMs: number, bytes: number}>}
  */
 export function send(target, request) {
   return new Promise((resolve, reject) => {
@@ -59,6 +60,7 @@ export function send(target, request) {
         agent: target.agent,
       },
       (res) => {
+        const headersMs = performance.now() - started;
         let firstByteMs = NaN;
         let bytes = 0;
         res.on("data", (chunk) => {
@@ -66,7 +68,14 @@ export function send(target, request) {
           bytes += chunk.length;
         });
         res.on("end", () =>
-          resolve({ status: res.statusCode, firstByteMs, totalMs: performance.now() - started, bytes }),
+          resolve({
+            status: res.statusCode,
+            startedAt: started,
+            headersMs,
+            firstByteMs,
+            totalMs: performance.now() - started,
+            bytes,
+          }),
         );
         res.on("error", reject);
       },

@@ -14,7 +14,7 @@ import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { buildGateway } from "../scripts/wrangler.mjs";
 import { chatStreamBytes } from "../test/mock/streams.mjs";
-import { chatRequest } from "./load.mjs";
+import { chatRequest, closeTarget, createTarget, send } from "./load.mjs";
 import { BASELINE_HOST, startRuntime } from "./runtime.mjs";
 import { median } from "./stats.mjs";
 import { seedBenchTenant } from "./tenant.mjs";
@@ -66,34 +66,17 @@ function startUpstream() {
 }
 
 /** One request; its times, each from the client's send or from the upstream's answer. */
-function timed(port, agent, request, host) {
-  return new Promise((resolve, reject) => {
-    const sent = performance.now();
-    const headers = host ? { ...request.headers, host } : request.headers;
-    const req = http.request(
-      { host: "127.0.0.1", port, path: "/v1/chat/completions", method: "POST", headers, agent },
-      (res) => {
-        const head = performance.now();
-        let first = NaN;
-        res.on("data", () => {
-          if (Number.isNaN(first)) first = performance.now();
-        });
-        res.on("end", () => {
-          if (res.statusCode !== 200) return reject(new Error(`answered ${res.statusCode}`));
-          const { arrived, answered } = upstreamStamps;
-          resolve({
-            "to upstream": arrived - sent,
-            headers: head - answered,
-            "first byte": first - answered,
-            "last byte": performance.now() - answered,
-          });
-        });
-        res.on("error", reject);
-      },
-    );
-    req.on("error", reject);
-    req.end(request.bytes);
-  });
+async function timed(target, request) {
+  const result = await send(target, request);
+  if (result.status !== 200) throw new Error(`${target.name} answered ${result.status}`);
+  const { arrived, answered } = upstreamStamps;
+  const since = (ms) => result.startedAt + ms - answered;
+  return {
+    "to upstream": arrived - result.startedAt,
+    headers: since(result.headersMs),
+    "first byte": since(result.firstByteMs),
+    "last byte": since(result.totalMs),
+  };
 }
 
 const upstream = await startUpstream();
@@ -105,8 +88,8 @@ const runtime = await startRuntime({
 try {
   const tenant = await seedBenchTenant(runtime.url);
   const targets = [
-    { name: "gateway", agent: new http.Agent({ keepAlive: true }) },
-    { name: "baseline", host: BASELINE_HOST, agent: new http.Agent({ keepAlive: true }) },
+    createTarget("gateway", { port: runtime.port }),
+    createTarget("baseline", { port: runtime.port, host: BASELINE_HOST }),
   ];
   const rows = [];
   for (const stream of [false, true]) {
@@ -114,7 +97,7 @@ try {
     const times = { gateway: [], baseline: [] };
     for (let i = 0; i < WARMUP + REQUESTS; i++) {
       for (const target of targets) {
-        const result = await timed(runtime.port, target.agent, request, target.host);
+        const result = await timed(target, request);
         if (i >= WARMUP) times[target.name].push(result);
       }
     }
@@ -130,7 +113,7 @@ try {
       });
     }
   }
-  for (const target of targets) target.agent.destroy();
+  for (const target of targets) closeTarget(target);
   console.table(rows);
   console.log(
     `medians of ${REQUESTS} requests each, after ${WARMUP} not counted; one request in flight at a time`,
