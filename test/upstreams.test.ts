@@ -533,6 +533,34 @@ describe("upstream keys and names", () => {
     await expectMisconfigured(await routedTenant([bad]), bad, "InvalidRecord: invalid upstream record");
   });
 
+  it("answers 500 when KV fails reading a target's record, trying no other target", async () => {
+    // A KV failure is the gateway's, not the upstream's: the contract's 500, never failover.
+    const a = await namedUpstream();
+    const b = await namedUpstream();
+    const tenant = await routedTenant([a, b]);
+    const read = env.GATEWAY_KV.get.bind(env.GATEWAY_KV) as (
+      key: string,
+      type: "text",
+    ) => Promise<string | null>;
+    const get = vi.spyOn(env.GATEWAY_KV, "get").mockImplementation((async (key: string) => {
+      if (key === `upstream:${a}`) throw new Error("KV GET failed");
+      return read(key, "text");
+    }) as typeof env.GATEWAY_KV.get);
+    try {
+      const id = unique("kv-fails");
+      await expectGatewayError(
+        await chat(tenant, {}, { "x-request-id": id }),
+        500,
+        "server_error",
+        "internal_error",
+      );
+      expect(await calledUpstreams(id)).toEqual([]);
+      expect(await logLine(id)).toMatchObject({ attempts: 1, upstream: a, error: "Error" });
+    } finally {
+      get.mockRestore();
+    }
+  });
+
   it("reads no upstream record for a model on the default upstream", async () => {
     const tenant = await seedTenant();
     const get = vi.spyOn(env.GATEWAY_KV, "get");
