@@ -1054,6 +1054,8 @@ describe("upstream answers", () => {
     [500, "Internal Server Error", "text/plain", {}],
     [500, "<html>oops</html>", null, {}],
     [503, '{"error":"Service Unavailable"}', "application/json", {}],
+    // The last status a response can carry on to the caller.
+    [599, '{"error":"network connect timeout"}', "application/json", {}],
   ];
   for (const [status, body, contentType, headers] of verbatim) {
     onEveryRoute(
@@ -1109,6 +1111,7 @@ describe("upstream answers", () => {
     ["an empty chunked upstream 2xx", { status: 200, body: "", chunked: true }, UPSTREAM_EMPTY],
     ["an upstream 204 with no length", { status: 204, chunked: true }, UPSTREAM_EMPTY],
     ["a reset connection", { reset: true }, UPSTREAM_UNAVAILABLE],
+    ["an upstream status of 101", { status: 101, body: '{"error":"odd"}' }, UPSTREAM_UNAVAILABLE],
     ["an upstream status of 600", { status: 600, body: '{"error":"odd"}' }, UPSTREAM_UNAVAILABLE],
     ["an upstream status of 700", { status: 700, body: '{"error":"odd"}' }, UPSTREAM_UNAVAILABLE],
     ["an upstream status of 999", { status: 999, body: '{"error":"odd"}' }, UPSTREAM_UNAVAILABLE],
