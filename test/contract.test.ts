@@ -1267,6 +1267,14 @@ describe("upstream hygiene", () => {
     await response.arrayBuffer();
   });
 
+  onEveryRoute("sends a 2xx answer without cache-control: no-store is for errors", async (route) => {
+    const tenant = await seedTenant();
+    const response = await send(route, tenant);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("cache-control")).toBeNull();
+    await response.arrayBuffer();
+  });
+
   onEveryRoute("does not follow an upstream redirect", async (route) => {
     const tenant = await seedTenant();
     const id = unique("redirect");
