@@ -14,7 +14,17 @@
 import { declareClassPlugin, PluginKind, tokens } from "@stryker-mutator/api/plugin";
 import { DryRunStatus, MutantRunStatus, TestStatus } from "@stryker-mutator/api/test-runner";
 import { appendFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
 import { createVitest } from "vitest/node";
+import { workerdPids } from "./proc.mjs";
+
+/**
+ * The longest a mutant's run may take when this runner did not time a dry run itself. Stryker's
+ * timeout is the covering tests' summed durations times 3: for a line every test reaches, hours,
+ * though the files run in under 4 minutes. A mutant that spins (a loop made endless) holds workerd
+ * at 100 % and must not hold the run that long.
+ */
+const MAX_RUN_MS = 10 * 60_000;
 
 /** The test files for this run, set by scripts/mutate.mjs (space separated, relative to the root). */
 const testFiles = () => (process.env.MUTATE_TEST_FILES ?? "").split(" ").filter(Boolean);
@@ -37,6 +47,8 @@ class WorkerdVitestRunner {
     this.failed = [];
     /** Whether a filtered run (key: its test ids) passes without a mutant. */
     this.passes = new Map();
+    /** How long this runner's dry run took, in ms (0 until it has made one). */
+    this.dryRunMs = 0;
   }
 
   capabilities() {
@@ -74,6 +86,8 @@ class WorkerdVitestRunner {
     clearTimeout(timer);
     if (result === "timeout") {
       // A mutant that hangs the Worker may hang the pool too: start a new vitest for the next.
+      // One that spins never yields to workerd's own shutdown: it is killed outright.
+      for (const pid of workerdPids()) process.kill(pid, "SIGKILL");
       await vitest.cancelCurrentRun("keyboard-input").catch(() => {});
       await vitest.close().catch(() => {});
       await this.init();
@@ -120,10 +134,15 @@ class WorkerdVitestRunner {
 
   /** @returns {Promise<import("@stryker-mutator/api/test-runner").DryRunResult>} */
   async dryRun({ timeout }) {
+    let started = performance.now();
     let outcome = await this.run("", Math.max(timeout, 300_000));
     // One more try for a test that missed its timing on a loaded machine.
-    if (outcome !== "timeout" && outcome.failed.length)
+    if (outcome !== "timeout" && outcome.failed.length) {
+      started = performance.now();
       outcome = await this.run("", Math.max(timeout, 300_000));
+    }
+    /** A mutant's run of every covering file takes at most about this (see mutantRun). */
+    this.dryRunMs = performance.now() - started;
     if (outcome === "timeout") return { status: DryRunStatus.Timeout };
     if (outcome.failed.length || outcome.errors.length || !outcome.tests.length) {
       const names = outcome.failed.map((test) => `${test.fullName}: ${test.result().errors?.[0]?.message}`);
@@ -179,8 +198,10 @@ class WorkerdVitestRunner {
    * @returns {Promise<import("@stryker-mutator/api/test-runner").MutantRunResult>}
    */
   async mutantRun({ activeMutant, timeout, testFilter }) {
-    // Stryker's timeout is made from the tests' own times, which leave out workerd's restart.
-    const timeoutMs = Math.max(timeout, 60_000);
+    // Stryker's timeout is made from the tests' own times, which leave out workerd's restart, and
+    // sums them though they overlap: at least a minute, at most 3 times the dry run (plus 10 s).
+    const ceiling = this.dryRunMs ? 3 * this.dryRunMs + 10_000 : MAX_RUN_MS;
+    const timeoutMs = Math.min(Math.max(timeout, 60_000), ceiling);
     /** The tests that failed, and then passed alone with the mutant. */
     const unconfirmed = [];
     for (let attempt = 0; attempt < 2; attempt++) {
