@@ -1,5 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { chatDialect, responsesDialect, type StreamDialect } from "../src/streaming/dialects";
+import {
+  chatDialect,
+  messagesDialect,
+  responsesDialect,
+  type StreamDialect,
+} from "../src/streaming/dialects";
 
 // The stream dialects on their own: which upstream events end a stream, which are content deltas,
 // where usage is and which events the caller does not get. The stream tests drive them through the
@@ -330,5 +335,32 @@ describe("the Responses dialect", () => {
     expect(complete(`${done}}`)).toBeNull();
     expect(complete('data: {"type":"response.completed"\n')).toBeNull();
     expect(complete('data: {"type":"response.output_text.delta"}\n')).toBeNull();
+  });
+});
+
+describe("the Messages dialect", () => {
+  const anthropic = (type: string, fields: object = {}) =>
+    `event: ${type}\ndata: ${JSON.stringify({ type, ...fields })}\n\n`;
+  const delta = (text: string) =>
+    anthropic("content_block_delta", { index: 0, delta: { type: "text_delta", text } });
+
+  it("passes an event without data, and everything after message_stop, untouched and uncounted", () => {
+    const dialect = messagesDialect();
+    const events = [
+      anthropic("message_start", { message: { usage: { input_tokens: 5, output_tokens: 1 } } }),
+      "event: ping\n\n",
+      ": a comment\n\n",
+      delta("a"),
+      anthropic("message_delta", { usage: { output_tokens: 2 } }),
+      anthropic("message_stop"),
+      delta("late"),
+      anthropic("message_delta", { usage: { output_tokens: 90 } }),
+    ];
+    expect(observeAll(dialect, events)).toEqual({
+      kept: events.map(() => true),
+      finished: true,
+      deltas: 1,
+      usage: usage(5, 2),
+    });
   });
 });
