@@ -187,6 +187,26 @@ describe("the chat dialect's usage", () => {
     });
   });
 
+  it("reads a chunk whose data is split over data lines as an SSE client joins them", () => {
+    const events = [
+      'data: {"choices":[{"delta":{"content":\ndata: "a"}}]}\n\n',
+      'data: {"choices":[{"delta":{"content"\r\ndata: :"b"}}]}\r\n\r\n',
+      'data: {"choices":[{"delta":{"content":\rdata:""}}]}\r\r',
+      'id: 3\nevent: chunk\ndata: {"choices":[{"delta":{"content":"c"}}]}\n\n',
+      'data: {"choices":[],"usage":\ndata: {"prompt_tokens":9,"completion_tokens":3}}\n\n',
+    ];
+    expect(observeAll(chatDialect(false), events)).toEqual({
+      kept: [true, true, true, true, false],
+      finished: false,
+      deltas: 3,
+      usage: usage(9, 3),
+    });
+    expect(observeAll(chatDialect(true), events.slice(-1))).toMatchObject({
+      kept: [true],
+      usage: usage(9, 3),
+    });
+  });
+
   it("does not take a usage object inside a string or under another key", () => {
     const events = [
       chunk({ choices: [{ delta: { content: '"usage":{"prompt_tokens":1,"completion_tokens":1}' } }] }),

@@ -126,6 +126,28 @@ function hasUsageObject(bytes: Uint8Array): boolean {
 }
 
 /**
+ * Whether the event has a line before its last (a `data:` line split in two, or another field
+ * beside it): the searches above would see a `data:` in the middle of its JSON. A lone data line
+ * has its first line break among the last four bytes (`\n\n`, `\r\n\r\n`, `\r\r`); JSON holds no
+ * raw line break.
+ */
+function hasOtherLines(bytes: Uint8Array): boolean {
+  const last = bytes.length - 4;
+  const lf = bytes.indexOf(0x0a);
+  if (lf >= 0 && lf < last) return true;
+  const cr = bytes.indexOf(0x0d);
+  return cr >= 0 && cr < last;
+}
+
+/** Whether parsed chat data holds a delta with non-empty string content. */
+const hasParsedDelta = (data: EventData | undefined) =>
+  Array.isArray(data?.choices) &&
+  data.choices.some((choice: { delta?: { content?: unknown } } | null) => {
+    const content = choice?.delta?.content;
+    return typeof content === "string" && content !== "";
+  });
+
+/**
  * Chat completions: finished by `data: [DONE]`. The gateway asks every chat stream for its usage
  * chunk (`choices: []`); unless the caller asked for it too (`forwardUsage`), it is read and left out.
  */
@@ -137,9 +159,18 @@ export function chatDialect(forwardUsage: boolean): StreamDialect {
     observe(event) {
       if (finished) return true;
       if (mentionsDone(event) && (finished = isDoneEvent(event))) return true;
-      if (hasContentDelta(event)) deltas++;
-      if (!hasUsageObject(event)) return true;
-      const data = parseData(decoder.decode(event));
+      let data: EventData | undefined;
+      if (hasOtherLines(event)) {
+        // Judged by its data as an SSE client joins it, as the Responses events are.
+        data = parseData(decoder.decode(event));
+        if (hasParsedDelta(data)) deltas++;
+        const found = data?.usage;
+        if (!found || typeof found !== "object" || Array.isArray(found)) return true;
+      } else {
+        if (hasContentDelta(event)) deltas++;
+        if (!hasUsageObject(event)) return true;
+        data = parseData(decoder.decode(event));
+      }
       usage = chatUsage(data) ?? usage;
       const usageOnly = Array.isArray(data?.choices) && data.choices.length === 0;
       return forwardUsage || !usageOnly;
