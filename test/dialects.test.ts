@@ -191,14 +191,15 @@ describe("the chat dialect's usage", () => {
     const events = [
       'data: {"choices":[{"delta":{"content":\ndata: "a"}}]}\n\n',
       'data: {"choices":[{"delta":{"content"\r\ndata: :"b"}}]}\r\n\r\n',
+      'data: {"choices":[{"delta":{"content":\rdata:"c"}}]}\r\r',
       'data: {"choices":[{"delta":{"content":\rdata:""}}]}\r\r',
-      'id: 3\nevent: chunk\ndata: {"choices":[{"delta":{"content":"c"}}]}\n\n',
+      'id: 3\nevent: chunk\ndata: {"choices":[{"delta":{"content":"d"}}]}\n\n',
       'data: {"choices":[],"usage":\ndata: {"prompt_tokens":9,"completion_tokens":3}}\n\n',
     ];
     expect(observeAll(chatDialect(false), events)).toEqual({
-      kept: [true, true, true, true, false],
+      kept: [true, true, true, true, true, false],
       finished: false,
-      deltas: 3,
+      deltas: 4,
       usage: usage(9, 3),
     });
     expect(observeAll(chatDialect(true), events.slice(-1))).toMatchObject({
