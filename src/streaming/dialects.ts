@@ -83,8 +83,8 @@ const QUOTE = 0x22;
 const OPEN_BRACE = 0x7b;
 const CONTENT_KEY = encoder.encode('"content"');
 const USAGE_KEY = encoder.encode('"usage"');
-const isSpace = (byte: number | undefined) =>
-  byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
+// JSON's whitespace within one line: an event searched here is one data line (see hasOtherLines).
+const isSpace = (byte: number | undefined) => byte === 0x20 || byte === 0x09;
 
 /** Whether `key` (quotes included) ends right before `end`, whitespace aside. */
 function keyBefore(bytes: Uint8Array, end: number, key: Uint8Array): boolean {
