@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { observeFramed } from "./framed";
 import {
   chatDialect,
   messagesDialect,
@@ -16,7 +17,7 @@ const decoder = new TextDecoder();
 
 /** Each event's verdict (kept for the caller or not), then the dialect's state. */
 function observeAll(dialect: StreamDialect, events: string[]) {
-  const kept = events.map((event) => dialect.observe(encoder.encode(event)));
+  const kept = observeFramed(dialect, events);
   return { kept, finished: dialect.finished, deltas: dialect.deltas, usage: dialect.usage };
 }
 

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
 import { messagesDialect } from "../src/streaming/dialects";
+import { observeFramed } from "./framed";
 import {
   captureLogLines,
   gateway,
@@ -491,7 +492,7 @@ describe("Messages: usage of a whole body", () => {
 describe("messagesDialect", () => {
   const observed = (...events: string[]) => {
     const dialect = messagesDialect();
-    for (const text of events) dialect.observe(encoder.encode(text));
+    observeFramed(dialect, events);
     return dialect;
   };
 

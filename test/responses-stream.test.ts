@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import OpenAI, { type APIError } from "openai";
 import { responsesDialect } from "../src/streaming/dialects";
+import { observeFramed } from "./framed";
 import { cue, openai, responses, seedTenant, unique, type Tenant } from "./helpers";
 import {
   MADE_UP_RESPONSE_ID,
@@ -86,7 +87,7 @@ describe("responsesDialect", () => {
   const event = (text: string) => encoder.encode(text);
   const observed = (...events: string[]) => {
     const dialect = responsesDialect();
-    for (const text of events) dialect.observe(event(text));
+    observeFramed(dialect, events);
     return dialect;
   };
   const interruption = (...events: string[]) => decoder.decode(observed(...events).interruption());

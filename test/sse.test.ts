@@ -36,6 +36,18 @@ describe("SseFramer", () => {
     expect(events).toEqual([event]);
   });
 
+  it("counts each event's lines before its blank line, whatever their endings, split anywhere", () => {
+    const stream =
+      "data: a\n\nevent: x\r\nid: 7\r\ndata: one\rdata: two\n\n: note\ndata: b\r\rdata: c\r\n\r\n";
+    for (let cut = 0; cut <= stream.length; cut++) {
+      const lines: number[] = [];
+      const framer = new SseFramer({ onEvent: (_, count) => void lines.push(count) });
+      framer.push(encoder.encode(stream.slice(0, cut)));
+      framer.push(encoder.encode(stream.slice(cut)));
+      expect(lines, `cut at ${cut}`).toEqual([1, 4, 2, 1]);
+    }
+  });
+
   it("handles \\r\\n line endings", () => {
     const { text, events } = frame(["data: a\r\n\r\ndata: b\r\n\r\n"]);
     expect(text).toBe("data: a\r\n\r\ndata: b\r\n\r\n");

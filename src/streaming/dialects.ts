@@ -7,8 +7,11 @@ import { chatUsage, messagesUsage, responsesUsage, type Usage } from "../usage";
  * when it has not, and whether an event goes to the caller at all.
  */
 export interface StreamDialect {
-  /** Sees each complete upstream event, in order, until the terminal one; false: not for the caller. */
-  observe(event: Uint8Array): boolean;
+  /**
+   * Sees each complete upstream event, in order, until the terminal one, with the number of its
+   * lines (the framer counts them); false: not for the caller.
+   */
+  observe(event: Uint8Array, lines: number): boolean;
   /** The upstream has sent its terminal event. */
   readonly finished: boolean;
   /** The usage the upstream reported in the stream, if it has. */
@@ -83,7 +86,7 @@ const QUOTE = 0x22;
 const OPEN_BRACE = 0x7b;
 const CONTENT_KEY = encoder.encode('"content"');
 const USAGE_KEY = encoder.encode('"usage"');
-// JSON's whitespace within one line: an event searched here is one data line (see hasOtherLines).
+// JSON's whitespace within one line: an event searched here is one data line (see chatDialect).
 const isSpace = (byte: number | undefined) => byte === 0x20 || byte === 0x09;
 
 /** Whether `key` (quotes included) ends right before `end`, whitespace aside. */
@@ -125,20 +128,6 @@ function hasUsageObject(bytes: Uint8Array): boolean {
   return false;
 }
 
-/**
- * Whether the event has a line before its last (a `data:` line split in two, or another field
- * beside it): the searches above would see a `data:` in the middle of its JSON. A lone data line
- * has its first line break among the last four bytes (`\n\n`, `\r\n\r\n`, `\r\r`); JSON holds no
- * raw line break.
- */
-function hasOtherLines(bytes: Uint8Array): boolean {
-  const last = bytes.length - 4;
-  const lf = bytes.indexOf(0x0a);
-  if (lf >= 0 && lf < last) return true;
-  const cr = bytes.indexOf(0x0d);
-  return cr >= 0 && cr < last;
-}
-
 /** Whether parsed chat data holds a delta with non-empty string content. */
 const hasParsedDelta = (data: EventData | undefined) =>
   Array.isArray(data?.choices) &&
@@ -156,12 +145,13 @@ export function chatDialect(forwardUsage: boolean): StreamDialect {
   let usage: Usage | null = null;
   let deltas = 0;
   return {
-    observe(event) {
+    observe(event, lines) {
       if (finished) return true;
       if (mentionsDone(event) && (finished = isDoneEvent(event))) return true;
       let data: EventData | undefined;
-      if (hasOtherLines(event)) {
-        // Judged by its data as an SSE client joins it, as the Responses events are.
+      if (lines > 1) {
+        // Its data split over lines, or other fields beside it: the searches below would meet a
+        // field's name in the middle of its JSON. Judged by its data as an SSE client joins it.
         data = parseData(decoder.decode(event));
         if (hasParsedDelta(data)) deltas++;
         const found = data?.usage;

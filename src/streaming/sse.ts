@@ -23,9 +23,11 @@ export interface SseFramerOptions {
    * Called with each complete event's bytes, in order, up to the first byte of its blank line's
    * ending (so a `\r\n` split across reads changes nothing). A view of memory the caller may
    * reuse: read it, do not keep it. Its verdict says whether the event is returned, and whether
-   * anything that follows it is (`"last"`: the terminal event of a stream has gone out).
+   * anything that follows it is (`"last"`: the terminal event of a stream has gone out). `lines`
+   * is how many lines it has before its blank line (fields and comments): with more than one, a
+   * reader of its bytes meets a line break before their end.
    */
-  onEvent?: (event: Uint8Array) => EventVerdict;
+  onEvent?: (event: Uint8Array, lines: number) => EventVerdict;
   /**
    * The longest event the framer will hold or pass, in bytes (default: no limit). An event that
    * grows past it stops the framer: the events before it are returned, it and everything after
@@ -77,7 +79,7 @@ function without(bytes: Uint8Array, dropped: number[] | undefined): Uint8Array {
  * }
  */
 export class SseFramer {
-  readonly #onEvent: ((event: Uint8Array) => EventVerdict) | undefined;
+  readonly #onEvent: SseFramerOptions["onEvent"];
   readonly #maxEventBytes: number;
   #stopped = false;
   #overflowed = false;
@@ -88,6 +90,8 @@ export class SseFramer {
   #heldLength = 0;
   /** No byte of the current line seen yet (so a terminator now would make a blank line). */
   #atLineStart = true;
+  /** The lines the event in progress has ended so far. */
+  #lines = 0;
   /** The previous byte was a `\r`: a `\n` now belongs to the same line ending. */
   #afterCR = false;
   /** That `\r` ended an event, so its `\n` belongs to the event already returned. */
@@ -130,7 +134,7 @@ export class SseFramer {
     }
     const held = this.#heldLength;
     // Offsets into the result (held bytes, then this chunk): events as (start, end, next event's
-    // start) triples, and where the bytes that may be sent end.
+    // start, lines) quadruples, and where the bytes that may be sent end.
     const events: number[] = [];
     let sendable = -1;
     let start = 0;
@@ -169,10 +173,11 @@ export class SseFramer {
         cr = chunk.indexOf(CR, end);
       }
       if (at === lineStart) {
-        events.push(start, held + at + 1, held + end);
+        events.push(start, held + at + 1, held + end, this.#lines);
+        this.#lines = 0;
         sendable = start = held + end;
         this.#crEndedEvent = this.#afterCR;
-      }
+      } else this.#lines++;
       lineStart = end;
     }
     this.#atLineStart = lineStart === length;
@@ -187,11 +192,11 @@ export class SseFramer {
     this.#heldLength = 0;
     // Offsets of `out` to leave out, as (start, end) pairs: the dropped events.
     let dropped: number[] | undefined;
-    for (let e = 0; e < events.length; e += 3) {
+    for (let e = 0; e < events.length; e += 4) {
       const eventStart = events[e]!;
       if (events[e + 1]! - eventStart > this.#maxEventBytes)
         return this.#stop(without(out.subarray(0, eventStart), dropped), true);
-      const verdict = this.#onEvent?.(out.subarray(eventStart, events[e + 1]));
+      const verdict = this.#onEvent?.(out.subarray(eventStart, events[e + 1]), events[e + 3]!);
       const next = events[e + 2]!;
       if (verdict === "drop") {
         (dropped ??= []).push(eventStart, next);

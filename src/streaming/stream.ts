@@ -57,8 +57,8 @@ export function streamResponse(
   // Nothing after the terminal event is forwarded, nothing the dialect keeps from the caller, and no
   // event longer than MAX_EVENT_BYTES is held.
   const framer = new SseFramer({
-    onEvent: (event) => {
-      const forward = dialect.observe(event);
+    onEvent: (event, lines) => {
+      const forward = dialect.observe(event, lines);
       if (!dialect.finished) return forward ? undefined : "drop";
       finishedAt = Date.now();
       return "last";
