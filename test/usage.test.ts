@@ -241,6 +241,22 @@ describe("usage of answered requests", () => {
   });
 });
 
+describe("a usage chunk split over data lines", () => {
+  it("is read, and kept from a caller who did not ask for it, as an SSE client would join it", async () => {
+    const tenant = await seedTenant();
+    const content = 'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n';
+    const usage = 'data: {"choices":[],"usage":\ndata: {"prompt_tokens":7,"completion_tokens":2}}\n\n';
+    const done = "data: [DONE]\n\n";
+    const response = await chat(tenant, { stream: true, ...cue({ raw_stream: content + usage + done }) });
+    expect(await response.text()).toBe(content + done);
+    expect((await reportWhen(tenant.org, 1)).total).toMatchObject({
+      input_tokens: 7,
+      output_tokens: 2,
+      estimated_requests: 0,
+    });
+  });
+});
+
 describe("estimated usage", () => {
   it("estimates an interrupted stream on both routes: a token per 4 body bytes, one per content delta sent", async () => {
     const tenant = await pricedTenant();
