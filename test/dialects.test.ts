@@ -209,6 +209,25 @@ describe("the chat dialect's usage", () => {
     });
   });
 
+  it("counts no delta and keeps a split chunk without content or without a usage object", () => {
+    const split = (head: string, rest: string) => `data: {"choices":${head},\ndata: ${rest}}\n\n`;
+    const events = [
+      split('[{"index":0', '"finish_reason":"stop"}]'),
+      split("[null]", '"x":1'),
+      split('[{"delta":{"role":"assistant"}}]', '"x":1'),
+      split('[{"delta":{"content":null}}]', '"x":1'),
+      split("[]", '"usage":null'),
+      split("[]", '"usage":5'),
+      split("[]", '"usage":[1]'),
+    ];
+    expect(observeAll(chatDialect(false), events)).toEqual({
+      kept: events.map(() => true),
+      finished: false,
+      deltas: 0,
+      usage: null,
+    });
+  });
+
   it("does not take a usage object inside a string or under another key", () => {
     const events = [
       chunk({ choices: [{ delta: { content: '"usage":{"prompt_tokens":1,"completion_tokens":1}' } }] }),
