@@ -355,7 +355,12 @@ describe("the Responses dialect", () => {
 
   it("starts at 0 and makes up a response id when the upstream gave neither", () => {
     const dialect = responsesDialect();
-    observeAll(dialect, ["data: not json\n\n", event("response.created", { response: null })]);
+    // An event whose data is no JSON object still goes to the caller.
+    const { kept } = observeAll(dialect, [
+      "data: not json\n\n",
+      event("response.created", { response: null }),
+    ]);
+    expect(kept).toEqual([true, true]);
     const { error, failed } = interruption(dialect);
     expect(error.sequence_number).toBe(0);
     expect(failed.sequence_number).toBe(1);
