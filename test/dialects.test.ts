@@ -390,6 +390,22 @@ describe("the Messages dialect", () => {
   const delta = (text: string) =>
     anthropic("content_block_delta", { index: 0, delta: { type: "text_delta", text } });
 
+  it("reads usage only from a message_delta's usage object, and ends at message_stop whatever it carries", () => {
+    const events = [
+      anthropic("message_start", { message: null }),
+      anthropic("message_start", { message: { usage: { input_tokens: 5, output_tokens: 1 } } }),
+      anthropic("message_delta", { usage: null }),
+      anthropic("message_delta", { usage: 5 }),
+      anthropic("message_stop", { usage: { output_tokens: 9 } }),
+    ];
+    expect(observeAll(messagesDialect(), events)).toEqual({
+      kept: events.map(() => true),
+      finished: true,
+      deltas: 0,
+      usage: null,
+    });
+  });
+
   it("passes an event without data, and everything after message_stop, untouched and uncounted", () => {
     const dialect = messagesDialect();
     const events = [
