@@ -233,9 +233,11 @@ describe("the chat dialect's usage", () => {
       chunk({ choices: [{ delta: { content: '"usage":{"prompt_tokens":1,"completion_tokens":1}' } }] }),
       chunk({ choices: [], not_usage: { prompt_tokens: 1, completion_tokens: 1 } }),
       chunk({ choices: [], xusage: { prompt_tokens: 1, completion_tokens: 1 } }),
+      // The word as a list's item, an object after it: no key.
+      chunk({ choices: [], list: ["usage", { prompt_tokens: 1, completion_tokens: 1 }] }),
     ];
     expect(observeAll(chatDialect(false), events)).toEqual({
-      kept: [true, true, true],
+      kept: [true, true, true, true],
       finished: false,
       deltas: 1,
       usage: null,
