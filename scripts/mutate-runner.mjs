@@ -87,7 +87,13 @@ class WorkerdVitestRunner {
     if (result === "timeout") {
       // A mutant that hangs the Worker may hang the pool too: start a new vitest for the next.
       // One that spins never yields to workerd's own shutdown: it is killed outright.
-      for (const pid of workerdPids()) process.kill(pid, "SIGKILL");
+      for (const pid of workerdPids()) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // Exited since it was listed.
+        }
+      }
       await vitest.cancelCurrentRun("keyboard-input").catch(() => {});
       await vitest.close().catch(() => {});
       await this.init();
