@@ -339,6 +339,29 @@ describe("when a request ends", () => {
     );
     expect(await chatUsing(tenant, 700, 2)).toBe(200);
   });
+
+  it("keeps a user's overrun through the gate's sweep of idle users", async () => {
+    const advance = freezeClock();
+    const orgLimits = limits({ user_tokens_per_minute: 1000 });
+    const tenant = await seedTenant({ orgLimits });
+    const other = await seedTenant({ org: tenant.org, orgLimits });
+    // The org's first admission (its gate sweeps then, and at most once a minute after):
+    // 100 reserved, 400 used.
+    const { answer } = await overrunning(tenant);
+    advance(WINDOW_MS);
+    await (await answer).arrayBuffer();
+    expect(await settled(tenant.org, 1)).toBe(400);
+    // A minute on, another user's admission sweeps the gate. The first user has no request in the
+    // window, but 300 tokens charged: that user's state is not idle, and stays.
+    expect(await chatUsing(other, 100, 100)).toBe(200);
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 701, 2)),
+      "user",
+      1000,
+      WINDOW_MS,
+    );
+    expect(await chatUsing(tenant, 700, 2)).toBe(200);
+  });
 });
 
 describe("an overrun whose millisecond has left the window while its second has not", () => {
