@@ -1,6 +1,10 @@
-import { describe, expect, inject, it } from "vitest";
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, inject, it, vi } from "vitest";
+import worker from "../src/index";
+import type { Env } from "../src/types";
 import OpenAI, { type APIError } from "openai";
-import { chat, cue, openai, seedTenant, unique, type Tenant } from "./helpers";
+import { GATEWAY, chat, cue, openai, seedTenant, unique, type Tenant } from "./helpers";
 import {
   CHAT_FRAME,
   REPLY,
@@ -104,5 +108,80 @@ describe("streaming with the openai client", () => {
     expect(chunks).toHaveLength(6);
     expect(error).toBeInstanceOf(OpenAI.APIError);
     expect((error as APIError).code).toBe("stream_error");
+  });
+});
+
+describe("keep-alives, on a clock the test moves", () => {
+  const KEEP_ALIVE = ": keep-alive\n\n";
+  // Lines ended by `\r`: a terminal event ended so may still get the `\n` of a `\r\n`, so the gateway
+  // waits a tick for it before it ends the stream, and that tick must write nothing.
+  const delta = (content: string) =>
+    `data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"${content}"}}]}\r\r`;
+  const DONE = "data: [DONE]\r\r";
+
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("go out every tick (250 ms) of silence, not within half a tick of an event, and never after the terminal event", async () => {
+    // The gateway's ticker and clock are this isolate's: faked, each tick comes when the test says.
+    // The upstream paces its events in real time (800 ms apart), and the clock is moved only
+    // between them, so each event is written at a known time on it.
+    vi.useFakeTimers({ toFake: ["Date", "setInterval", "clearInterval"], now: Date.now() });
+    // A write's promise settles a turn of the runtime after the read that took it: a real pause lets
+    // it, so that the tick does not find the write still in flight.
+    const tick = async (ms: number) => {
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      vi.advanceTimersByTime(ms);
+    };
+    const tenant = await seedTenant();
+    const raw = delta("a") + delta("b") + DONE;
+    // The Worker called directly, so that its stream is this test's I/O, which the ticks (run by
+    // the test's own calls) may write to.
+    const ctx = createExecutionContext();
+    const request = new Request(`${GATEWAY}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${tenant.key}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: tenant.model,
+        messages: [{ role: "user", content: "hi" }],
+        stream: true,
+        mock: { raw_stream: raw, raw_stream_end: "stall", interval_ms: 800 },
+      }),
+    });
+    const response = await worker.fetch(request, env as Env, ctx);
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    let text = "";
+    /** Reads until the stream holds as many characters as `expected`, and compares. */
+    const expectText = async (expected: string) => {
+      while (text.length < expected.length) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += decoder.decode(value, { stream: true });
+      }
+      expect(text).toBe(expected);
+    };
+    let expected = delta("a");
+    await expectText(expected); // at 0 ms
+    // Silence: a keep-alive at each tick.
+    await tick(250);
+    await expectText((expected += KEEP_ALIVE));
+    await tick(250);
+    await expectText((expected += KEEP_ALIVE));
+    await tick(200);
+    await expectText((expected += delta("b"))); // at 700 ms
+    // The tick at 750 ms comes 50 ms after an event: no keep-alive. Then the clock is at 850 ms
+    // when the terminal event comes.
+    await tick(50);
+    await tick(100);
+    await expectText((expected += DONE));
+    // The tick at 1000 ms waits for the `\n` that could still come; the one at 1250 ms, a tick after
+    // the terminal event, ends the stream. Neither writes a keep-alive.
+    await tick(250);
+    await tick(250);
+    const { done } = await reader.read();
+    expect([done, text]).toEqual([true, expected]);
+    await waitOnExecutionContext(ctx);
   });
 });
