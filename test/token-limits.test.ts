@@ -318,7 +318,10 @@ describe("when a request ends", () => {
 
   it("charges what a request used beyond its reservation when it ends, if its admission has left the window", async () => {
     const advance = freezeClock();
-    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    // One request a minute for the user: the overrun is tokens, not a request of its own.
+    const tenant = await seedTenant({
+      orgLimits: limits({ tokens_per_minute: 1000, user_requests_per_minute: 1 }),
+    });
     // As above, 400 tokens used and 100 reserved.
     const { answer } = await overrunning(tenant);
     // Its admission leaves the window while it runs.
