@@ -365,6 +365,33 @@ describe("when a request ends", () => {
     );
     expect(await chatUsing(tenant, 700, 2)).toBe(200);
   });
+
+  it("keeps a user's request through the gate's sweep, though it failed upstream and holds no tokens", async () => {
+    const advance = freezeClock();
+    const orgLimits = limits({ user_requests_per_minute: 1 });
+    const tenant = await seedTenant({ orgLimits });
+    const other = await seedTenant({ org: tenant.org, orgLimits });
+    // The org's first admission: its gate sweeps now, and next a minute on.
+    expect(await chatUsing(other, 100, 100)).toBe(200);
+    advance(30_000);
+    // An upstream error: its reservation becomes 0 tokens, and it is still a request.
+    const failed = await send(
+      tenant,
+      reserving("chat", tenant.model, 100, 2, { mock: { status: 500, body: '{"error":"boom"}' } }),
+    );
+    expect(failed.status).toBe(500);
+    await failed.arrayBuffer();
+    expect(await settled(tenant.org, 2)).toBe(100);
+    advance(30_000);
+    // The other user's next admission sweeps the gate; the first user's request is 30 s old.
+    expect(await chatUsing(other, 100, 100)).toBe(200);
+    const refused = await send(tenant, reserving("chat", tenant.model, 100, 2));
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("retry-after-ms")).toBe("30000");
+    expect(await expectGatewayError(refused, 429, "rate_limit_error", "rate_limit_exceeded")).toBe(
+      "Rate limit reached for this user: 1 requests per minute.",
+    );
+  });
 });
 
 describe("an overrun whose millisecond has left the window while its second has not", () => {
