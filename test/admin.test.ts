@@ -581,6 +581,59 @@ describe("admin models and groups", () => {
     await expectTyped(await adminCall("DELETE", `/groups/${tenant.group}`), 404, "not_found");
   });
 
+  describe("each check reads KV itself, the first read after a record changed by hand in KV, though a request has just cached it", () => {
+    /** A tenant whose model routes to a named upstream; a request has cached all their records. */
+    async function cachedTenant() {
+      const upstream = unique("up");
+      const baseUrl = `${env.UPSTREAM_BASE_URL.replace(/\/v1$/, "")}/u/${upstream}/v1`;
+      await env.GATEWAY_KV.put(
+        `upstream:${upstream}`,
+        JSON.stringify({ base_url: baseUrl, api_key_secret: "UPSTREAM_A_KEY" }),
+      );
+      const tenant = await seedTenant({
+        org: unique("org"),
+        models: { [unique("model")]: { upstreams: [{ upstream, model: "m" }] } },
+      });
+      expect((await chat(tenant)).status).toBe(200);
+      return { ...tenant, upstream };
+    }
+
+    it("deleting a model deleted by hand: 404", async () => {
+      const { model } = await cachedTenant();
+      await env.GATEWAY_KV.delete(`model:${model}`);
+      expect(await expectTyped(await adminCall("DELETE", `/models/${model}`), 404, "not_found")).toBe(
+        `Model '${model}' not found.`,
+      );
+    });
+
+    it("deleting a model its group no longer grants (changed by hand): deleted", async () => {
+      const { model, group } = await cachedTenant();
+      await env.GATEWAY_KV.put(`group:${group}`, JSON.stringify({ models: [] }));
+      const response = await adminCall("DELETE", `/models/${model}`);
+      expect([response.status, await response.json()]).toEqual([200, { id: model, deleted: true }]);
+    });
+
+    it("granting a model deleted by hand: 400 model_not_found", async () => {
+      const { model } = await cachedTenant();
+      await env.GATEWAY_KV.delete(`model:${model}`);
+      const response = await adminCall("PUT", `/groups/${unique("group")}`, { models: [model] });
+      expect(await expectTyped(response, 400, "model_not_found", "models[0]")).toBe(
+        `Model '${model}' not found.`,
+      );
+    });
+
+    it("routing a model to an upstream deleted by hand: 400 upstream_not_found", async () => {
+      const { upstream } = await cachedTenant();
+      await env.GATEWAY_KV.delete(`upstream:${upstream}`);
+      const response = await adminCall("PUT", `/models/${unique("model")}`, {
+        upstreams: [{ upstream, model: "m" }],
+      });
+      expect(await expectTyped(response, 400, "upstream_not_found", "upstreams[0].upstream")).toBe(
+        `Upstream '${upstream}' not found.`,
+      );
+    });
+  });
+
   it("lists groups", async () => {
     const { model, group } = await catalog();
     const listed = await (await adminCall("GET", "/groups")).json<{ data: unknown[] }>();
