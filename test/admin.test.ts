@@ -263,8 +263,10 @@ describe("admin keys", () => {
     await expectTyped(await adminCall("PUT", `/models/${"模".repeat(190)}`, {}), 400, "invalid_body");
   });
 
-  it("answers 404 for revoking an unknown key", async () => {
-    await expectTyped(await adminCall("DELETE", "/keys/key_nope"), 404, "not_found");
+  it("answers 404 naming an unknown key to revoke", async () => {
+    expect(await expectTyped(await adminCall("DELETE", "/keys/key_nope"), 404, "not_found")).toBe(
+      "Key 'key_nope' not found.",
+    );
   });
 
   // Each refusal's exact message: the operator reads it to fix the request.
