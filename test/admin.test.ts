@@ -457,6 +457,8 @@ describe("admin models and groups", () => {
   });
 
   it("names what holds a model or group in use, and deletes what nothing holds", async () => {
+    // An active key of another group, which holds nothing here.
+    await seedTenant();
     const { model, group } = await catalog();
     const second = unique("group");
     await adminCall("PUT", `/groups/${second}`, { models: [model] });
