@@ -343,6 +343,37 @@ describe("when a request ends", () => {
     expect(await chatUsing(tenant, 700, 2)).toBe(200);
   });
 
+  it("gives nothing back for a request that used less than it reserved, if its admission has left the window", async () => {
+    const advance = freezeClock();
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    // 400 reserved, a few used, answered 300 ms (real time) after the upstream is asked.
+    const id = unique("under");
+    const answer = send(
+      tenant,
+      reserving("chat", tenant.model, 400, 2, { mock: { delay_ms: 300 } }),
+      CHAT,
+      id,
+    );
+    await until(async () => expect(await upstreamRequests(id)).toHaveLength(1));
+    // Its admission leaves the window while it runs: its reservation has expired, nothing to return.
+    advance(WINDOW_MS);
+    const response = await answer;
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+    const used = await settled(tenant.org, 1);
+    expect(used).toBeLessThan(400);
+    // An empty window: one request of 1000 fits, and once it has used 2, 998 more and not 999.
+    expect(await chatUsing(tenant, 1000, 2)).toBe(200);
+    expect(await settled(tenant.org, 2)).toBe(used + 2);
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 999, 2)),
+      "organization",
+      1000,
+      WINDOW_MS,
+    );
+    expect(await chatUsing(tenant, 998, 2)).toBe(200);
+  });
+
   it("keeps a user's overrun through the gate's sweep of idle users", async () => {
     const advance = freezeClock();
     const orgLimits = limits({ user_tokens_per_minute: 1000 });
