@@ -627,11 +627,43 @@ describe("admin API for upstreams", () => {
 
   it("refuses to delete an upstream a model routes to (409 upstream_in_use)", async () => {
     const id = await namedUpstream();
-    const tenant = await routedTenant([id]);
+    // One of its model's two targets.
+    const tenant = await routedTenant([id, await namedUpstream()]);
     const response = await admin(`/upstreams/${id}`, { method: "DELETE" });
     const message = await expectGatewayError(response, 409, "invalid_request_error", "upstream_in_use");
     expect(message).toBe(`Upstream '${id}' is used by model '${tenant.model}'; remove it there first.`);
     expect(await env.GATEWAY_KV.get(`upstream:${id}`)).not.toBeNull();
+  });
+
+  it("deletes an upstream no model routes to, whatever other models route to", async () => {
+    const id = await namedUpstream();
+    // A model routed to another upstream, and one sent to `default` (no targets of its own).
+    await routedTenant([await namedUpstream()]);
+    await seedTenant();
+    const deleted = await admin(`/upstreams/${id}`, { method: "DELETE" });
+    expect(await deleted.json()).toEqual({ id, deleted: true });
+  });
+
+  it("reads KV itself for the models that route to an upstream, and for the listing", async () => {
+    const [id, other] = [await namedUpstream(), await namedUpstream()];
+    const tenant = await routedTenant([id]);
+    // A request caches the model's and the upstream's records; both are then changed by hand.
+    expect((await chat(tenant)).status).toBe(200);
+    await env.GATEWAY_KV.put(`model:${tenant.model}`, JSON.stringify({ upstreams: [{ upstream: other }] }));
+    const moved = { base_url: "https://moved.example/v1", api_key_secret: "UPSTREAM_A_KEY" };
+    await env.GATEWAY_KV.put(`upstream:${id}`, JSON.stringify(moved));
+    const listed = await (await admin("/upstreams")).json<{ data: Array<{ id: string }> }>();
+    expect(listed.data.find((u) => u.id === id)).toEqual({ id, ...moved });
+    const deleted = await admin(`/upstreams/${id}`, { method: "DELETE" });
+    expect(await deleted.json()).toEqual({ id, deleted: true });
+  });
+
+  it("refuses an upstream id that is not one, naming the rule", async () => {
+    const body = JSON.stringify({ base_url: "https://x.example/v1", auth: "none" });
+    const response = await admin("/upstreams/a%20b", { method: "PUT", body });
+    expect(await expectGatewayError(response, 400, "invalid_request_error", "invalid_body")).toBe(
+      "Invalid upstream id: must be 1-128 letters, digits or ._@:+- starting with a letter or digit.",
+    );
   });
 
   it("answers 404 for deleting an upstream that does not exist", async () => {
