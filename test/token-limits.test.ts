@@ -330,17 +330,24 @@ describe("when a request ends", () => {
     expect(response.status).toBe(200);
     await response.arrayBuffer();
     expect(await settled(tenant.org, 1)).toBe(400);
-    // Stored (the gate writes just after its answers), it outlives a restart.
+    // Two more admissions in the same millisecond, by another user: each is stored under a key of
+    // its own, not over the overrun's.
+    const other = await seedTenant({ org: tenant.org, orgLimits: limits({ tokens_per_minute: 1000 }) });
+    expect(await chatUsing(other, 100, 100)).toBe(200);
+    expect(await chatUsing(other, 100, 100)).toBe(200);
+    expect(await settled(tenant.org, 3)).toBe(600);
+    // Stored (the gate writes just after its answers), they outlive a restart.
     await new Promise((resolve) => setTimeout(resolve, 50));
     await evictDurableObject(gate(tenant.org));
-    // The 300 beyond its reservation are charged as it ended, for a whole window from then.
+    // The 300 beyond its reservation are charged as it ended, for a whole window from then, and the
+    // other user's 200 with them.
     await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 701, 2)),
+      await send(tenant, reserving("chat", tenant.model, 501, 2)),
       "organization",
       1000,
       WINDOW_MS,
     );
-    expect(await chatUsing(tenant, 700, 2)).toBe(200);
+    expect(await chatUsing(tenant, 500, 2)).toBe(200);
   });
 
   it("gives nothing back for a request that used less than it reserved, if its admission has left the window", async () => {
@@ -376,7 +383,8 @@ describe("when a request ends", () => {
 
   it("keeps a user's overrun through the gate's sweep of idle users", async () => {
     const advance = freezeClock();
-    const orgLimits = limits({ user_tokens_per_minute: 1000 });
+    // One request a minute per user: the overrun is tokens, not a request.
+    const orgLimits = limits({ user_tokens_per_minute: 1000, user_requests_per_minute: 1 });
     const tenant = await seedTenant({ orgLimits });
     const other = await seedTenant({ org: tenant.org, orgLimits });
     // The org's first admission (its gate sweeps then, and at most once a minute after):
