@@ -319,9 +319,8 @@ describe("when a request ends", () => {
   it("charges what a request used beyond its reservation when it ends, if its admission has left the window", async () => {
     const advance = freezeClock();
     // One request a minute for the user: the overrun is tokens, not a request of its own.
-    const tenant = await seedTenant({
-      orgLimits: limits({ tokens_per_minute: 1000, user_requests_per_minute: 1 }),
-    });
+    const orgLimits = limits({ tokens_per_minute: 1000, user_requests_per_minute: 1 });
+    const tenant = await seedTenant({ orgLimits });
     // As above, 400 tokens used and 100 reserved.
     const { answer } = await overrunning(tenant);
     // Its admission leaves the window while it runs.
@@ -330,11 +329,12 @@ describe("when a request ends", () => {
     expect(response.status).toBe(200);
     await response.arrayBuffer();
     expect(await settled(tenant.org, 1)).toBe(400);
-    // Two more admissions in the same millisecond, by another user: each is stored under a key of
+    // Two more admissions in the same millisecond, by other users: each is stored under a key of
     // its own, not over the overrun's.
-    const other = await seedTenant({ org: tenant.org, orgLimits: limits({ tokens_per_minute: 1000 }) });
+    const other = await seedTenant({ org: tenant.org, orgLimits });
+    const another = await seedTenant({ org: tenant.org, orgLimits });
     expect(await chatUsing(other, 100, 100)).toBe(200);
-    expect(await chatUsing(other, 100, 100)).toBe(200);
+    expect(await chatUsing(another, 100, 100)).toBe(200);
     expect(await settled(tenant.org, 3)).toBe(600);
     // Stored (the gate writes just after its answers), they outlive a restart.
     await new Promise((resolve) => setTimeout(resolve, 50));
