@@ -508,6 +508,8 @@ describe("admin models and groups", () => {
     ["/groups/g", "PUT, DELETE"],
     ["/orgs/o", "GET, PUT"],
     ["/orgs/o/usage", "GET"],
+    ["/upstreams", "GET"],
+    ["/upstreams/u", "PUT, DELETE"],
   ] as const) {
     it(`answers 405 with Allow: ${allow} for a wrong method on ${path}`, async () => {
       const response = await adminCall("PATCH", path, {});
