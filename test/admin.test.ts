@@ -456,6 +456,24 @@ describe("admin models and groups", () => {
     expect((await adminCall("DELETE", `/models/${model}`)).status).toBe(200);
   });
 
+  it("deletes an unused group or upstream though KV holds a key or model record that cannot be read", async () => {
+    // Written by hand, and broken: they hold nothing.
+    await env.GATEWAY_KV.put(`key:${await hashKey(unique("sk-broken"))}`, "{}");
+    await env.GATEWAY_KV.put(`model:${unique("model")}`, JSON.stringify({ upstreams: 5 }));
+    const group = unique("group");
+    expect((await adminCall("PUT", `/groups/${group}`, { models: [] })).status).toBe(200);
+    const deletedGroup = await adminCall("DELETE", `/groups/${group}`);
+    expect([deletedGroup.status, await deletedGroup.json()]).toEqual([200, { id: group, deleted: true }]);
+    const upstream = unique("up");
+    const record = { base_url: "https://x.example/v1", auth: "none" };
+    expect((await adminCall("PUT", `/upstreams/${upstream}`, record)).status).toBe(200);
+    const deletedUpstream = await adminCall("DELETE", `/upstreams/${upstream}`);
+    expect([deletedUpstream.status, await deletedUpstream.json()]).toEqual([
+      200,
+      { id: upstream, deleted: true },
+    ]);
+  });
+
   it("names what holds a model or group in use, and deletes what nothing holds", async () => {
     // An active key of another group, which holds nothing here.
     await seedTenant();
