@@ -8,6 +8,8 @@ import {
   expectUnauthorized,
   gateway,
   gatewayWith,
+  namedUpstream,
+  routedTenant,
   seedTenant,
   unique,
   upstreamRequests,
@@ -608,16 +610,8 @@ describe("admin models and groups", () => {
   describe("each check reads KV itself, the first read after a record changed by hand in KV, though a request has just cached it", () => {
     /** A tenant whose model routes to a named upstream; a request has cached all their records. */
     async function cachedTenant() {
-      const upstream = unique("up");
-      const baseUrl = `${env.UPSTREAM_BASE_URL.replace(/\/v1$/, "")}/u/${upstream}/v1`;
-      await env.GATEWAY_KV.put(
-        `upstream:${upstream}`,
-        JSON.stringify({ base_url: baseUrl, api_key_secret: "UPSTREAM_A_KEY" }),
-      );
-      const tenant = await seedTenant({
-        org: unique("org"),
-        models: { [unique("model")]: { upstreams: [{ upstream, model: "m" }] } },
-      });
+      const upstream = await namedUpstream();
+      const tenant = await routedTenant([upstream]);
       expect((await chat(tenant)).status).toBe(200);
       return { ...tenant, upstream };
     }

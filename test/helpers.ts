@@ -5,7 +5,7 @@ import { afterAll, beforeAll, expect } from "vitest";
 import { hashKey } from "../src/auth";
 import worker from "../src/index";
 import { onLogLine } from "./log-tap";
-import type { ModelRecord, OrgRecord } from "../src/records";
+import type { ModelRecord, OrgRecord, UpstreamRecord } from "../src/records";
 import type { Env } from "../src/types";
 
 export const GATEWAY = "https://gateway.test";
@@ -65,6 +65,27 @@ export async function seedTenant(
   await env.GATEWAY_KV.put(`key:${hash}`, JSON.stringify(record));
   await env.GATEWAY_KV.put(`keyid:${keyId}`, JSON.stringify({ hash }));
   return { key, keyId, org, user, group, model };
+}
+
+/**
+ * A named upstream on the mock (which plays it under `/u/<id>/v1`), written to KV as an operator
+ * would; returns its id.
+ */
+export async function namedUpstream(record: Partial<UpstreamRecord> = {}): Promise<string> {
+  const id = unique("up");
+  const stored = {
+    base_url: `${env.UPSTREAM_BASE_URL.replace(/\/v1$/, "")}/u/${id}/v1`,
+    api_key_secret: "UPSTREAM_A_KEY",
+    ...record,
+  };
+  await env.GATEWAY_KV.put(`upstream:${id}`, JSON.stringify(stored));
+  return id;
+}
+
+/** A tenant whose one model routes to `targets`; each target's model is named `m-<upstream>`. */
+export async function routedTenant(ids: string[], extra: Partial<ModelRecord> = {}): Promise<Tenant> {
+  const upstreams = ids.map((upstream) => ({ upstream, model: `m-${upstream}` }));
+  return seedTenant({ models: { [unique("model")]: { upstreams, ...extra } } });
 }
 
 /** A request to the Worker over its HTTP surface. */

@@ -340,7 +340,7 @@ describe("when a request ends", () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     await evictDurableObject(gate(tenant.org));
     // The 300 beyond its reservation are charged as it ended, for a whole window from then, and the
-    // other user's 200 with them.
+    // other users' 200 with them.
     await expectTokenLimited(
       await send(tenant, reserving("chat", tenant.model, 501, 2)),
       "organization",

@@ -9,14 +9,16 @@ import {
   expectVerbatim,
   gateway,
   gatewayWith,
+  namedUpstream,
   openai,
   responses,
+  routedTenant,
   seedTenant,
   unique,
   upstreamRequests,
   type Tenant,
 } from "./helpers";
-import type { ModelRecord, UpstreamRecord } from "../src/records";
+import type { UpstreamRecord } from "../src/records";
 
 // Several upstreams per model (README "Several upstreams"): each test names its own upstreams, so the
 // isolate's cooldowns of one test never reach another. The mock upstream plays each of them under
@@ -25,20 +27,6 @@ import type { ModelRecord, UpstreamRecord } from "../src/records";
 const MOCK = env.UPSTREAM_BASE_URL.replace(/\/v1$/, "");
 const ADMIN = { authorization: "Bearer test-admin-token", "content-type": "application/json" };
 const linesFor = captureLogLines();
-
-/** A named upstream on the mock, written to KV as an operator would; returns its id. */
-async function namedUpstream(record: Partial<UpstreamRecord> = {}): Promise<string> {
-  const id = unique("up");
-  const stored = { base_url: `${MOCK}/u/${id}/v1`, api_key_secret: "UPSTREAM_A_KEY", ...record };
-  await env.GATEWAY_KV.put(`upstream:${id}`, JSON.stringify(stored));
-  return id;
-}
-
-/** A tenant whose one model routes to `targets`; each target's model is named `m-<upstream>`. */
-async function routedTenant(ids: string[], extra: Partial<ModelRecord> = {}): Promise<Tenant> {
-  const upstreams = ids.map((upstream) => ({ upstream, model: `m-${upstream}` }));
-  return seedTenant({ models: { [unique("model")]: { upstreams, ...extra } } });
-}
 
 /** The named upstreams (`default` for the plain path) that received requests with this id, in order. */
 async function calledUpstreams(requestId: string): Promise<string[]> {
