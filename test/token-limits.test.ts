@@ -350,6 +350,29 @@ describe("when a request ends", () => {
     expect(await chatUsing(tenant, 500, 2)).toBe(200);
   });
 
+  it("charges an overrun whose admission left the window behind an earlier second's charges", async () => {
+    const advance = freezeClock();
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    // A charge two seconds before the overrun's admission: the window's oldest second, which
+    // leaves first. Expiry must go on past it to the overrun's second, or the settlement finds an
+    // admission still "in the window" and adds the overrun to it, where it counts for nothing.
+    expect(await chatUsing(tenant, 100, 100)).toBe(200);
+    advance(2_000);
+    // As above, 400 tokens used and 100 reserved.
+    const { answer } = await overrunning(tenant);
+    advance(WINDOW_MS);
+    await (await answer).arrayBuffer();
+    expect(await settled(tenant.org, 2)).toBe(500);
+    // Both admissions have left the window; the 300 beyond the reservation are charged as it ended.
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 701, 2)),
+      "organization",
+      1000,
+      WINDOW_MS,
+    );
+    expect(await chatUsing(tenant, 700, 2)).toBe(200);
+  });
+
   it("gives nothing back for a request that used less than it reserved, if its admission has left the window", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
