@@ -299,6 +299,25 @@ describe("when a request ends", () => {
     }
   }
 
+  it("charges what it used to a request admitted later in the same second as another", async () => {
+    const advance = freezeClock();
+    // At the start of a second, so that both admissions fall in it, 300 ms apart.
+    advance(1_000 - (Date.now() % 1_000));
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    expect(await chatUsing(tenant, 200, 200)).toBe(200);
+    advance(300);
+    // 500 reserved, 2 used: its settlement finds its own charge in the second the two share.
+    expect(await chatUsing(tenant, 500, 2)).toBe(200);
+    expect(await settled(tenant.org, 2)).toBe(202);
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 799, 2)),
+      "organization",
+      1000,
+      WINDOW_MS - 300,
+    );
+    expect(await chatUsing(tenant, 798, 2)).toBe(200);
+  });
+
   it("charges a request that used more than it reserved, pushing later admissions back", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
