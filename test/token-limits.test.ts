@@ -318,6 +318,24 @@ describe("when a request ends", () => {
     expect(await chatUsing(tenant, 798, 2)).toBe(200);
   });
 
+  it("charges what it used to a request admitted in the same millisecond as one already settled", async () => {
+    freezeClock();
+    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+    // Settled to 2 before the next is admitted, on a clock that stands still: one millisecond's
+    // charge holds both, and the second's 498 to give back exceed what the first left in it.
+    expect(await chatUsing(tenant, 200, 2)).toBe(200);
+    expect(await settled(tenant.org, 1)).toBe(2);
+    expect(await chatUsing(tenant, 500, 2)).toBe(200);
+    expect(await settled(tenant.org, 2)).toBe(4);
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 997, 2)),
+      "organization",
+      1000,
+      WINDOW_MS,
+    );
+    expect(await chatUsing(tenant, 996, 2)).toBe(200);
+  });
+
   it("charges a request that used more than it reserved, pushing later admissions back", async () => {
     const advance = freezeClock();
     const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
