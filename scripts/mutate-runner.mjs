@@ -13,10 +13,10 @@
 // of the same tests: a timing test that missed once on a loaded machine kills nothing.
 import { declareClassPlugin, PluginKind, tokens } from "@stryker-mutator/api/plugin";
 import { DryRunStatus, MutantRunStatus, TestStatus } from "@stryker-mutator/api/test-runner";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { createVitest } from "vitest/node";
-import { workerdPids } from "./proc.mjs";
+import { cpuTicks, TICKS_PER_SEC, workerdPids } from "./proc.mjs";
 
 /**
  * The longest a mutant's run may take when this runner did not time a dry run itself. Stryker's
@@ -25,6 +25,19 @@ import { workerdPids } from "./proc.mjs";
  * at 100 % and must not hold the run that long.
  */
 const MAX_RUN_MS = 10 * 60_000;
+
+/**
+ * A mutant spins when workerd burns most of a core while no test finishes for this long, or for
+ * twice the dry-run time of the longest test still running if that is longer (a sweep of every
+ * cut of a stream burns a core for tens of seconds). A spin is a timeout, called in seconds: the
+ * timeout itself, 3 times a dry run of minutes, cost 5 to 10 minutes for each of the endless
+ * loops that `sse.ts`'s line-end search gives.
+ */
+const SPIN_MS = 30_000;
+/** How often workerd's CPU time is sampled while a mutant's tests run. */
+const SPIN_SAMPLE_MS = 2_000;
+/** The share of one core that counts as burning it. */
+const SPIN_BUSY = 0.8;
 
 /** The test files for this run, set by scripts/mutate.mjs (space separated, relative to the root). */
 const testFiles = () => (process.env.MUTATE_TEST_FILES ?? "").split(" ").filter(Boolean);
@@ -36,6 +49,17 @@ const strykerId = (test) => `${test.module.moduleId} ${test.id}`;
 /** The vitest ids of the tests of `file` among the Stryker ids in `filter`. */
 const idsIn = (filter, file) =>
   filter.filter((id) => id.startsWith(`${file} `)).map((id) => id.slice(file.length + 1));
+
+/** Kills the workerd processes below this one: one that spins never yields to a gentler end. */
+function killWorkerd() {
+  for (const pid of workerdPids()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // Exited since it was listed.
+    }
+  }
+}
 
 class WorkerdVitestRunner {
   static inject = tokens();
@@ -49,6 +73,14 @@ class WorkerdVitestRunner {
     this.passes = new Map();
     /** How long this runner's dry run took, in ms (0 until it has made one). */
     this.dryRunMs = 0;
+    /** Each test's time in the dry run, by Stryker id: how long it may burn a core. */
+    this.durations = new Map();
+    /** The tests of the current run that have started and not finished, by vitest id. */
+    this.running = new Map();
+    /** When a test of the current run last finished. */
+    this.lastResultAt = 0;
+    /** Whether a run timed out: its workerd was killed and this vitest can run nothing more. */
+    this.spent = false;
   }
 
   capabilities() {
@@ -56,10 +88,25 @@ class WorkerdVitestRunner {
   }
 
   async init() {
+    // Stryker starts a new runner after each timeout: the dry run's times come from its file.
+    if (!this.dryRunMs && process.env.MUTATE_DRY_RUN_FILE) {
+      try {
+        const saved = JSON.parse(readFileSync(process.env.MUTATE_DRY_RUN_FILE, "utf8"));
+        this.dryRunMs = saved.dryRunMs;
+        this.durations = new Map(saved.durations);
+      } catch {
+        // No dry run yet: this runner makes it.
+      }
+    }
     // vitest's own `bail` cancels a run but leaves its tests unreported; this stops the run at
     // the first failure itself and keeps what failed, since one failure is enough to kill.
     const reporter = {
+      onTestCaseReady: (test) => {
+        this.running.set(test.id, strykerId(test));
+      },
       onTestCaseResult: (test) => {
+        this.running.delete(test.id);
+        this.lastResultAt = performance.now();
         if (test.result().state !== "failed") return;
         this.failed.push(test);
         if (this.failed.length === 1) void this.vitest?.cancelCurrentRun("test-failure");
@@ -73,33 +120,64 @@ class WorkerdVitestRunner {
    * given: the failed tests, and how many ran.
    */
   async run(mutant, timeoutMs, filter, files = testFiles().map((file) => `${process.cwd()}/${file}`)) {
+    if (this.spent) return "timeout";
     const vitest = /** @type {import("vitest/node").Vitest} */ (this.vitest);
     this.failed = [];
     // The key's type is declared for the tests (test/global-setup.ts), out of this script's sight.
     const provide = /** @type {(key: string, value: string) => void} */ (vitest.provide);
     provide("strykerActiveMutant", mutant);
     let timer;
+    let watch;
     const timedOut = new Promise((resolve) => {
       timer = setTimeout(() => resolve("timeout"), timeoutMs);
+      watch = this.watchForSpin(() => resolve("timeout"));
     });
     const result = await Promise.race([this.inTurn(files, filter), timedOut]);
     clearTimeout(timer);
+    clearInterval(watch);
     if (result === "timeout") {
-      // A mutant that hangs the Worker may hang the pool too: start a new vitest for the next.
-      // One that spins never yields to workerd's own shutdown: it is killed outright.
+      // One that spins never yields to workerd's own shutdown: it is killed outright. The pool
+      // then waits for it for good (cancelling or closing vitest hangs, and a new vitest beside it
+      // leaks the old one's, which restarts its workerd), so this runner is spent: the next
+      // mutant's run asks Stryker for a new one.
+      killWorkerd();
+      this.spent = true;
+      return "timeout";
+    }
+    return { ...result, failed: this.failed };
+  }
+
+  /**
+   * Calls `spun` once workerd has burnt at least {@link SPIN_BUSY} of a core while no test
+   * finished, for longer than {@link SPIN_MS} or twice the dry-run time of a test still running: a
+   * loop the mutant made endless, which no test timeout inside workerd can end. In the dry run
+   * (no times yet) it never calls. The caller clears the returned interval.
+   */
+  watchForSpin(spun) {
+    this.running.clear();
+    this.lastResultAt = performance.now();
+    /** workerd's CPU ticks, sampled over the last {@link MAX_RUN_MS}. */
+    const samples = [];
+    return setInterval(() => {
+      if (!this.durations.size) return;
+      const at = performance.now();
+      let ticks = 0;
       for (const pid of workerdPids()) {
         try {
-          process.kill(pid, "SIGKILL");
+          ticks += cpuTicks(pid);
         } catch {
           // Exited since it was listed.
         }
       }
-      await vitest.cancelCurrentRun("keyboard-input").catch(() => {});
-      await vitest.close().catch(() => {});
-      await this.init();
-      return "timeout";
-    }
-    return { ...result, failed: this.failed };
+      samples.push({ at, ticks });
+      while (at - /** @type {{ at: number }} */ (samples[0]).at > MAX_RUN_MS) samples.shift();
+      let allowed = SPIN_MS;
+      for (const id of this.running.values()) allowed = Math.max(allowed, 2 * (this.durations.get(id) ?? 0));
+      if (at - this.lastResultAt < allowed) return;
+      // The newest sample at least `allowed` old: workerd's CPU time since then.
+      const since = samples.findLast((sample) => at - sample.at >= allowed);
+      if (since && (ticks - since.ticks) * (1000 / TICKS_PER_SEC) >= SPIN_BUSY * (at - since.at)) spun();
+    }, SPIN_SAMPLE_MS);
   }
 
   /**
@@ -150,6 +228,11 @@ class WorkerdVitestRunner {
     /** A mutant's run of every covering file takes at most about this (see mutantRun). */
     this.dryRunMs = performance.now() - started;
     if (outcome === "timeout") return { status: DryRunStatus.Timeout };
+    for (const test of outcome.tests) this.durations.set(strykerId(test), test.diagnostic()?.duration ?? 0);
+    if (process.env.MUTATE_DRY_RUN_FILE) {
+      const saved = { dryRunMs: this.dryRunMs, durations: [...this.durations] };
+      writeFileSync(process.env.MUTATE_DRY_RUN_FILE, JSON.stringify(saved));
+    }
     if (outcome.failed.length || outcome.errors.length || !outcome.tests.length) {
       const names = outcome.failed.map((test) => `${test.fullName}: ${test.result().errors?.[0]?.message}`);
       return {
@@ -204,6 +287,8 @@ class WorkerdVitestRunner {
    * @returns {Promise<import("@stryker-mutator/api/test-runner").MutantRunResult>}
    */
   async mutantRun({ activeMutant, timeout, testFilter }) {
+    // Stryker answers a rejected run with a new runner (a new process), and runs the mutant there.
+    if (this.spent) throw new Error("this runner's workerd was killed: a new runner runs the mutant");
     // Stryker's timeout is made from the tests' own times, which leave out workerd's restart, and
     // sums them though they overlap: at least a minute, at most 3 times the dry run (plus 10 s).
     const ceiling = this.dryRunMs ? 3 * this.dryRunMs + 10_000 : MAX_RUN_MS;
@@ -243,7 +328,9 @@ class WorkerdVitestRunner {
   }
 
   async dispose() {
-    await this.vitest?.close();
+    if (this.spent) killWorkerd();
+    // A spent runner's vitest may never finish closing; Stryker then ends its process.
+    await Promise.race([this.vitest?.close(), new Promise((resolve) => setTimeout(resolve, 10_000))]);
   }
 }
 

@@ -11,7 +11,7 @@
 // per test, from inside workerd) in one long-lived vitest. Each file's report is written to reports/mutation/<file>.json and a
 // score table to reports/mutation/summary.json.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Stryker } from "@stryker-mutator/core";
 
 /**
@@ -140,6 +140,9 @@ for (const file of files) {
   const name = file.replaceAll("/", "_").replace(":", "@");
   process.env.MUTATE_PROGRESS_FILE = `reports/mutation/${name}.progress.jsonl`;
   writeFileSync(process.env.MUTATE_PROGRESS_FILE, "");
+  // The dry run's times, for a test runner that Stryker starts afresh after a timeout.
+  process.env.MUTATE_DRY_RUN_FILE = `reports/mutation/${name}.dry-run.json`;
+  rmSync(process.env.MUTATE_DRY_RUN_FILE, { force: true });
   const stryker = new Stryker({
     plugins: ["./scripts/mutate-runner.mjs"],
     testRunner: "workerd-vitest",
