@@ -318,35 +318,42 @@ describe("when a request ends", () => {
     expect(await chatUsing(tenant, 798, 2)).toBe(200);
   });
 
-  it("charges what it used to a request that ends after two later seconds of charges", async () => {
-    const advance = freezeClock();
-    const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
-    // 500 reserved, a few used, answered 300 ms (real time) after the upstream is asked.
-    const id = unique("early");
-    const answer = send(
-      tenant,
-      reserving("chat", tenant.model, 500, 2, { mock: { delay_ms: 300 } }),
-      CHAT,
-      id,
-    );
-    await until(async () => expect(await upstreamRequests(id)).toHaveLength(1));
-    // A charge in each of the next two seconds: its own second is the oldest of three when it
-    // ends, left of the middle, and its settlement finds it there.
-    for (let second = 0; second < 2; second++) {
-      advance(1_000);
-      expect(await chatUsing(tenant, 100, 100)).toBe(200);
-    }
-    await (await answer).arrayBuffer();
-    const used = (await settled(tenant.org, 3)) - 200;
-    expect(used).toBeLessThan(500);
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 801 - used, 2)),
-      "organization",
-      1000,
-      WINDOW_MS - 2_000,
-    );
-    expect(await chatUsing(tenant, 800 - used, 2)).toBe(200);
-  });
+  // Its settlement finds its own charge, the oldest of three, left of the middle: among the
+  // window's seconds, or among one second's milliseconds.
+  for (const { later, step } of [
+    { later: "in each of the next two seconds", step: 1_000 },
+    { later: "300 and 600 ms later in its own second", step: 300 },
+  ]) {
+    it(`charges what it used to a request that ends after a charge ${later}`, async () => {
+      const advance = freezeClock();
+      // At the start of a second, so that 600 ms later is in it.
+      advance(1_000 - (Date.now() % 1_000));
+      const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
+      // 500 reserved, a few used, answered 300 ms (real time) after the upstream is asked.
+      const id = unique("early");
+      const answer = send(
+        tenant,
+        reserving("chat", tenant.model, 500, 2, { mock: { delay_ms: 300 } }),
+        CHAT,
+        id,
+      );
+      await until(async () => expect(await upstreamRequests(id)).toHaveLength(1));
+      for (let charge = 0; charge < 2; charge++) {
+        advance(step);
+        expect(await chatUsing(tenant, 100, 100)).toBe(200);
+      }
+      await (await answer).arrayBuffer();
+      const used = (await settled(tenant.org, 3)) - 200;
+      expect(used).toBeLessThan(500);
+      await expectTokenLimited(
+        await send(tenant, reserving("chat", tenant.model, 801 - used, 2)),
+        "organization",
+        1000,
+        WINDOW_MS - 2 * step,
+      );
+      expect(await chatUsing(tenant, 800 - used, 2)).toBe(200);
+    });
+  }
 
   it("charges what it used to a request admitted in the same millisecond as one already settled", async () => {
     freezeClock();
