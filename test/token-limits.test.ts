@@ -557,6 +557,17 @@ describe("an overrun whose millisecond has left the window while its second has 
       5,
     );
     expect(await chatUsing(tenant, 600, 2)).toBe(200);
+    expect(await settled(tenant.org, 3)).toBe(502);
+    // 5 ms on, that 100 has left. The overrun's 300 stay, charged as it ended and not to the
+    // millisecond after its own, with the 2 the last request used.
+    advance(5);
+    await expectTokenLimited(
+      await send(tenant, reserving("chat", tenant.model, 699, 2)),
+      "organization",
+      1000,
+      WINDOW_MS - 5,
+    );
+    expect(await chatUsing(tenant, 698, 2)).toBe(200);
     // A minute on, everything has left the window, the overrun included: the whole limit fits.
     advance(WINDOW_MS);
     expect(await chatUsing(tenant, 1000, 2)).toBe(200);
