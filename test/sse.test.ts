@@ -256,6 +256,13 @@ describe("SseFramer stopping", () => {
     expect(framer.stopped).toBe(true);
   });
 
+  it("stops at once after a last event followed in its chunk by more that ends with \\r", () => {
+    // The chunk's closing `\r` is not the last event's: a `\n` after it is the late event's.
+    const { framer, outputs } = framedUntilDone(["data: [DONE]\n\ndata: late\r", "\n\r\n"]);
+    expect(outputs).toEqual(["data: [DONE]\n\n", null]);
+    expect(framer.stopped).toBe(true);
+  });
+
   it("is not stopped, overflowed or holding anything before its first chunk", () => {
     const framer = new SseFramer();
     expect([framer.stopped, framer.overflowed, framer.tail.length]).toEqual([false, false, 0]);
