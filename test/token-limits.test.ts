@@ -359,7 +359,7 @@ describe("when a request ends", () => {
     freezeClock();
     const tenant = await seedTenant({ orgLimits: limits({ tokens_per_minute: 1000 }) });
     // Settled to 2 before the next is admitted, on a clock that stands still: one millisecond's
-    // charge holds both, and the second's 498 to give back exceed what the first left in it.
+    // charge holds both, and the later request's 498 to give back exceed the 2 the first left.
     expect(await chatUsing(tenant, 200, 2)).toBe(200);
     expect(await settled(tenant.org, 1)).toBe(2);
     expect(await chatUsing(tenant, 500, 2)).toBe(200);
