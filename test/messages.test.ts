@@ -308,6 +308,7 @@ describe("Messages: what reaches the upstream", () => {
       `{"litellm_metadata":{"a":[1,"}"]},"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}]}`,
       `{"model":"${tenant.model}", "proxy_server_request" : 1 , "litellm_metadata":null,"messages":[{"role":"user","content":"hi"}]}`,
       `{"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}],"litellm_metadata":{},"proxy_server_request":"x"}`,
+      `{"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}] ,\n\t "litellm_metadata":{}}`,
     ];
     for (const text of texts) {
       const id = unique("chat-dropped");
@@ -319,6 +320,19 @@ describe("Messages: what reaches the upstream", () => {
         messages: [{ role: "user", content: "hi" }],
       });
     }
+  });
+
+  it("drops a first member where a streamed chat's stream_options goes in, and asks for usage there", async () => {
+    const tenant = await seedTenant();
+    const text = `{"litellm_metadata":{"a":1},"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}],"stream":true}`;
+    const id = unique("chat-dropped-stream");
+    const response = await postRaw("/v1/chat/completions", tenant, text, id);
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+    const [sent] = await upstreamRequests(id);
+    expect(sent!.body).toBe(
+      `{"stream_options":{"include_usage":true},"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}],"stream":true}`,
+    );
   });
 
   it("reaches an Anthropic-style upstream with its own x-api-key, the caller's version over its fixed one, failing over on 529", async () => {
