@@ -68,6 +68,8 @@ const TESTS = {
   "src/usage-ledger.ts": ["usage"],
   "src/metering.ts": ["usage", "hardening", "token-limits"],
   "src/apis.ts": ["usage", "contract", "messages", "anthropic-sdk"],
+  "src/memo.ts": ["keys", "cache"],
+  "src/index.ts": ["contract"],
 };
 
 /** Every test file of the `worker` project (vitest.config.ts: `test/*.test.ts`). */
