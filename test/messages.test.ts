@@ -309,6 +309,8 @@ describe("Messages: what reaches the upstream", () => {
       `{"model":"${tenant.model}", "proxy_server_request" : 1 , "litellm_metadata":null,"messages":[{"role":"user","content":"hi"}]}`,
       `{"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}],"litellm_metadata":{},"proxy_server_request":"x"}`,
       `{"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}] ,\n\t "litellm_metadata":{}}`,
+      `{"proxy_server_request":{},"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}]}`,
+      `{"litellm_metadata":1,"model":"${tenant.model}","messages":[{"role":"user","content":"hi"}],"proxy_server_request":2}`,
     ];
     for (const text of texts) {
       const id = unique("chat-dropped");
