@@ -330,7 +330,8 @@ class WorkerdVitestRunner {
   async dispose() {
     if (this.spent) killWorkerd();
     // A spent runner's vitest may never finish closing; Stryker then ends its process.
-    await Promise.race([this.vitest?.close(), new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    const gaveUp = new Promise((resolve) => setTimeout(resolve, 10_000).unref());
+    await Promise.race([this.vitest?.close(), gaveUp]);
   }
 }
 
