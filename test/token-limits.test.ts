@@ -98,6 +98,25 @@ async function expectTokenLimited(
   expect(message).toBe(`Rate limit reached for this ${scope}: ${limit} tokens per minute.`);
 }
 
+/**
+ * Asserts that exactly `room` more tokens fit in the scope's window now: a request reserving one
+ * more gets the 429 with the exact wait, and one reserving `room` (and using 2) is admitted.
+ */
+async function expectRoom(
+  tenant: Tenant,
+  room: number,
+  retryAfterMs: number,
+  { scope = "organization", limit = 1000 }: { scope?: "organization" | "user"; limit?: number } = {},
+) {
+  await expectTokenLimited(
+    await send(tenant, reserving("chat", tenant.model, room + 1, 2)),
+    scope,
+    limit,
+    retryAfterMs,
+  );
+  expect(await chatUsing(tenant, room, 2)).toBe(200);
+}
+
 /** Freezes Date (the gate's clock too) at now; returns a function that moves it on. */
 function freezeClock(): (ms: number) => void {
   vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
@@ -309,13 +328,7 @@ describe("when a request ends", () => {
     // 500 reserved, 2 used: its settlement finds its own charge in the second the two share.
     expect(await chatUsing(tenant, 500, 2)).toBe(200);
     expect(await settled(tenant.org, 2)).toBe(202);
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 799, 2)),
-      "organization",
-      1000,
-      WINDOW_MS - 300,
-    );
-    expect(await chatUsing(tenant, 798, 2)).toBe(200);
+    await expectRoom(tenant, 798, WINDOW_MS - 300);
   });
 
   // Its settlement finds its own charge, the oldest of three, left of the middle: among the
@@ -345,13 +358,7 @@ describe("when a request ends", () => {
       await (await answer).arrayBuffer();
       const used = (await settled(tenant.org, 3)) - 200;
       expect(used).toBeLessThan(500);
-      await expectTokenLimited(
-        await send(tenant, reserving("chat", tenant.model, 801 - used, 2)),
-        "organization",
-        1000,
-        WINDOW_MS - 2 * step,
-      );
-      expect(await chatUsing(tenant, 800 - used, 2)).toBe(200);
+      await expectRoom(tenant, 800 - used, WINDOW_MS - 2 * step);
     });
   }
 
@@ -364,13 +371,7 @@ describe("when a request ends", () => {
     expect(await settled(tenant.org, 1)).toBe(2);
     expect(await chatUsing(tenant, 500, 2)).toBe(200);
     expect(await settled(tenant.org, 2)).toBe(4);
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 997, 2)),
-      "organization",
-      1000,
-      WINDOW_MS,
-    );
-    expect(await chatUsing(tenant, 996, 2)).toBe(200);
+    await expectRoom(tenant, 996, WINDOW_MS);
   });
 
   it("charges a request that used more than it reserved, pushing later admissions back", async () => {
@@ -381,13 +382,7 @@ describe("when a request ends", () => {
     expect(await settled(tenant.org, 1)).toBe(400);
     advance(1_000);
     // 400 are charged, not the 100 reserved: 601 must wait until the request leaves the window.
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 601, 2)),
-      "organization",
-      1000,
-      WINDOW_MS - 1_000,
-    );
-    expect(await chatUsing(tenant, 600, 2)).toBe(200);
+    await expectRoom(tenant, 600, WINDOW_MS - 1_000);
   });
 
   it("charges what a request used beyond its reservation when it ends, if its admission has left the window", async () => {
@@ -415,13 +410,7 @@ describe("when a request ends", () => {
     await evictDurableObject(gate(tenant.org));
     // The 300 beyond its reservation are charged as it ended, for a whole window from then, and the
     // other users' 200 with them.
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 501, 2)),
-      "organization",
-      1000,
-      WINDOW_MS,
-    );
-    expect(await chatUsing(tenant, 500, 2)).toBe(200);
+    await expectRoom(tenant, 500, WINDOW_MS);
   });
 
   it("charges an overrun whose admission left the window behind an earlier second's charges", async () => {
@@ -438,13 +427,7 @@ describe("when a request ends", () => {
     await (await answer).arrayBuffer();
     expect(await settled(tenant.org, 2)).toBe(500);
     // Both admissions have left the window; the 300 beyond the reservation are charged as it ended.
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 701, 2)),
-      "organization",
-      1000,
-      WINDOW_MS,
-    );
-    expect(await chatUsing(tenant, 700, 2)).toBe(200);
+    await expectRoom(tenant, 700, WINDOW_MS);
   });
 
   it("gives nothing back for a request that used less than it reserved, if its admission has left the window", async () => {
@@ -469,13 +452,7 @@ describe("when a request ends", () => {
     // An empty window: one request of 1000 fits, and once it has used 2, 998 more and not 999.
     expect(await chatUsing(tenant, 1000, 2)).toBe(200);
     expect(await settled(tenant.org, 2)).toBe(used + 2);
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 999, 2)),
-      "organization",
-      1000,
-      WINDOW_MS,
-    );
-    expect(await chatUsing(tenant, 998, 2)).toBe(200);
+    await expectRoom(tenant, 998, WINDOW_MS);
   });
 
   it("keeps a user's overrun through the gate's sweep of idle users", async () => {
@@ -493,13 +470,7 @@ describe("when a request ends", () => {
     // A minute on, another user's admission sweeps the gate. The first user has no request in the
     // window, but 300 tokens charged: that user's state is not idle, and stays.
     expect(await chatUsing(other, 100, 100)).toBe(200);
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 701, 2)),
-      "user",
-      1000,
-      WINDOW_MS,
-    );
-    expect(await chatUsing(tenant, 700, 2)).toBe(200);
+    await expectRoom(tenant, 700, WINDOW_MS, { scope: "user" });
   });
 
   it("keeps a user's request through the gate's sweep, though it failed upstream and holds no tokens", async () => {
@@ -550,24 +521,12 @@ describe("an overrun whose millisecond has left the window while its second has 
     expect(await settled(tenant.org, 2)).toBe(500);
     // Its 300 beyond the reservation are charged now; with the 100 still in the window, 600 fit.
     // 601 wait for that 100 to leave, 5 ms from now.
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 601, 2)),
-      "organization",
-      1000,
-      5,
-    );
-    expect(await chatUsing(tenant, 600, 2)).toBe(200);
+    await expectRoom(tenant, 600, 5);
     expect(await settled(tenant.org, 3)).toBe(502);
     // 5 ms on, that 100 has left. The overrun's 300 stay, charged as it ended and not to the
     // millisecond after its own, with the 2 the last request used.
     advance(5);
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 699, 2)),
-      "organization",
-      1000,
-      WINDOW_MS - 5,
-    );
-    expect(await chatUsing(tenant, 698, 2)).toBe(200);
+    await expectRoom(tenant, 698, WINDOW_MS - 5);
     // A minute on, everything has left the window, the overrun included: the whole limit fits.
     advance(WINDOW_MS);
     expect(await chatUsing(tenant, 1000, 2)).toBe(200);
@@ -593,13 +552,7 @@ describe("a token window over minutes of traffic", () => {
     // One that reserves 100 and uses 50 leaves 5950 charged.
     expect(await chatUsing(tenant, 100, 50)).toBe(200);
     await settled(tenant.org, 131);
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 51, 2)),
-      "organization",
-      6000,
-      1_000,
-    );
-    expect(await chatUsing(tenant, 50, 2)).toBe(200);
+    await expectRoom(tenant, 50, 1_000, { limit: 6000 });
     // A minute later all of it has left the window at once: the whole limit is free.
     advance(WINDOW_MS);
     expect(await chatUsing(tenant, 6000, 2)).toBe(200);
@@ -627,13 +580,7 @@ describe("Retry-After of a token limit", () => {
     advance(1);
     expect((await send(tenant, waiting)).status).toBe(200);
     // Now 300 + 500 are charged; 201 more need the 300 gone, charged 50 s ago.
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, 201, 2)),
-      "organization",
-      1000,
-      10_000,
-    );
-    expect(await chatUsing(tenant, 200, 2)).toBe(200);
+    await expectRoom(tenant, 200, 10_000);
   });
 
   it("walks past the oldest charges that are not enough to the one that makes room", async () => {
@@ -796,13 +743,7 @@ describe("token windows across a Durable Object restart", () => {
     expect(await settled(tenant.org, 3)).toBe(500 + used);
     await evictDurableObject(gate(tenant.org));
     const left = 1000 - 500 - used;
-    await expectTokenLimited(
-      await send(tenant, reserving("chat", tenant.model, left + 1, 2)),
-      "organization",
-      1000,
-      WINDOW_MS - 1_000,
-    );
-    expect(await chatUsing(tenant, left, 2)).toBe(200);
+    await expectRoom(tenant, left, WINDOW_MS - 1_000);
   });
 });
 
